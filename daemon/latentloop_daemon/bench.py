@@ -1,0 +1,86 @@
+"""``latentloop bench``: per-stage render timings and real-time factor. A benchmark, not a test.
+
+Prints one line per repeat and a median summary: text encoding, one sampling step, the full
+sampling, VAE decoding, the total, and the real-time factor (seconds of audio rendered per
+second of wall time, for the model's full window). The first run warms up and is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from typing import Any
+
+from .engine import RenderRequest
+
+
+def add_parser(sub: Any) -> None:
+    from .render_cli import add_model_options
+
+    p = sub.add_parser("bench", help="time a render stage by stage", description=__doc__)
+    add_model_options(p)
+    p.add_argument("--seconds", type=float, default=None, help="seconds_total (default 10)")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: model's)")
+    p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: model's)")
+    p.add_argument("--variations", type=int, default=1, help="batch size")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .backends import load_engine
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    engine = load_engine(
+        args.model, device=args.device, precision=args.precision, t5_dir=args.t5,
+        offline=args.offline, trust_checkpoint=args.trust_checkpoint,
+    )  # fmt: skip
+    load_s = time.perf_counter() - t0
+    caps = engine.capabilities
+    seconds = args.seconds if args.seconds is not None else min(10.0, caps.max_seconds_total)
+    request = RenderRequest(
+        prompt="128 BPM tech house drum loop with deep bass", seconds_total=seconds, seed=0,
+        steps=args.steps, cfg_scale=args.cfg, batch_size=args.variations,
+    )  # fmt: skip
+    rows = []
+    for i in range(args.repeats + 1):
+        result = engine.render(request)
+        t = result.timings_s
+        steps = int(result.settings["steps"])
+        total = sum(t.values())
+        row = {
+            "text_encode_s": t.get("conditioning", 0.0),
+            "step_s": t.get("sampling", 0.0) / steps,
+            "sampling_s": t.get("sampling", 0.0),
+            "vae_decode_s": t.get("decoding", 0.0),
+            "total_s": total,
+            "rtf": caps.window_seconds * args.variations / total,
+        }
+        label = "warm-up" if i == 0 else f"run {i}"
+        print(label + ": " + "  ".join(f"{k} {v:.4g}" for k, v in row.items()), flush=True)
+        if i > 0:
+            rows.append(row)
+    summary = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    meta = {
+        "model": caps.model_id, "device": caps.device, "precision": caps.precision,
+        "window_s": round(caps.window_seconds, 3), "steps": steps,
+        "cfg": result.settings["cfg_scale"], "sampler": result.settings["sampler"],
+        "batch": args.variations, "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+        "load_s": round(load_s, 2),
+    }  # fmt: skip
+    if args.json:
+        print(json.dumps({**meta, **{k: round(v, 5) for k, v in summary.items()}}))
+    else:
+        print("median: " + "  ".join(f"{k} {v:.4g}" for k, v in summary.items()))
+        print("setup:  " + "  ".join(f"{k} {v}" for k, v in meta.items()))
+    return 0

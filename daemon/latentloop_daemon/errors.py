@@ -1,0 +1,47 @@
+"""The LatentloopError hierarchy: every error a user can cause or meet, with a clear message."""
+
+from __future__ import annotations
+
+
+class LatentloopError(Exception):
+    """Base of every error latentloop raises on purpose (as opposed to programmer errors)."""
+
+
+class ConfigError(LatentloopError):
+    """A setting or a model config is invalid or unsupported."""
+
+
+class ModelLoadError(LatentloopError):
+    """A model could not be found, downloaded, read or loaded."""
+
+
+class ModelNotFoundError(ModelLoadError):
+    """The named model (repo id, folder or file) does not exist or is not available offline."""
+
+
+class ModelAccessError(ModelLoadError):
+    """The hub refused access (gated repo, bad or missing token)."""
+
+
+class HubUnreachableError(ModelLoadError):
+    """The Hugging Face Hub (or the HF_ENDPOINT mirror) could not be reached over the network."""
+
+
+class UnsafeCheckpointError(ModelLoadError):
+    """A .ckpt file needs arbitrary unpickling and the user did not say they trust it."""
+
+
+class RenderError(LatentloopError):
+    """A render request is invalid or failed."""
+
+
+class RenderCancelled(RenderError):
+    """A render was cancelled; raised from the step callback between sampler steps."""
+
+
+class AudioDeviceError(LatentloopError):
+    """An audio device could not be opened or failed."""
+
+
+class ProtocolError(LatentloopError):
+    """An OSC message is malformed or names an unknown address."""
