@@ -2,9 +2,10 @@
 
 Goldens come from tools/make_goldens.py, run in the reference virtualenv. Tier 1 (always): the
 committed goldens in tests/data/goldens. They were recorded on one CPU; on another, kernel choice
-may differ, so unless LATENTLOOP_GOLDENS_EXACT=1 a relative tolerance of 1e-5 applies.
-Tier 2 (CI): .ci/run regenerates the goldens on the CI machine into LATENTLOOP_GOLDENS_DIR and
-sets LATENTLOOP_GOLDENS_EXACT=1: every tensor must then match bit for bit (max |diff| = 0).
+may differ, so a relative tolerance of 1e-5 (of the tensor's largest magnitude) applies, unless
+LATENTLOOP_GOLDENS_EXACT=1. Tier 2 (CI): .ci/run regenerates the goldens on the CI machine into
+LATENTLOOP_GOLDENS_DIR; those must match bit for bit (max |diff| = 0), with no exceptions: every
+op in the engine matched exactly when this was written.
 """
 
 import json
@@ -73,7 +74,7 @@ def _reference_threads():
     torch.set_num_threads(before)
 
 
-def _compare(name: str, ours: torch.Tensor, golden: torch.Tensor) -> None:
+def _compare(name: str, ours: torch.Tensor, golden: torch.Tensor, exact: bool) -> None:
     assert ours.shape == golden.shape, f"{name}: shape {tuple(ours.shape)} != {tuple(golden.shape)}"
     if golden.dtype == torch.uint8 and ours.dtype == torch.bool:
         ours = ours.to(torch.uint8)
@@ -83,7 +84,7 @@ def _compare(name: str, ours: torch.Tensor, golden: torch.Tensor) -> None:
         return
     diff = (ours.double() - golden.double()).abs().max().item()
     scale = golden.double().abs().max().item()
-    if EXACT:
+    if exact:
         assert diff == 0, f"{name}: max |diff| {diff:.3g} (scale {scale:.3g}); exact match required"
     else:
         assert diff <= RTOL * max(scale, 1e-12), (
@@ -101,7 +102,8 @@ def test_matches_reference(tier, root, model, case_name):
     assert outputs, "case produced nothing to compare"
     for role, ours in outputs.items():
         if role in case["outputs"]:
-            _compare(f"{case_name}/{role}", ours, g[case["outputs"][role]])
+            exact = EXACT or tier == "regenerated"
+            _compare(f"{case_name}/{role}", ours, g[case["outputs"][role]], exact)
 
 
 def _number(model, case, g):
