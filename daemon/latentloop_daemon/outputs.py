@@ -52,9 +52,14 @@ def peak_safe(audio: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], 
 
 def save_result(
     result: RenderResult, request: RenderRequest, out_dir: Path, *, fmt: str = "pcm24",
-    raw: bool = False, extra: dict[str, Any] | None = None,
+    raw: bool = False, extra: dict[str, Any] | None = None, frames: int | None = None,
+    stem: str | None = None,
 ) -> list[SavedClip]:  # fmt: skip
-    """Write every variation of ``result``; return what was written, in variation order."""
+    """Write every variation of ``result``; return what was written, in variation order.
+
+    ``frames`` cuts each clip to exactly that many samples (default: ``seconds_total``);
+    ``stem`` replaces the default file name stem (prompt slug, seconds, seed).
+    """
     out_dir = Path(out_dir)
     saved = []
     for index in range(result.batch_size):
@@ -63,14 +68,16 @@ def save_result(
         if raw:
             clip, fmt_used = audio, "float"
         else:
-            n = min(audio.shape[-1], round(request.seconds_total * result.sample_rate))
+            n = frames if frames is not None else round(request.seconds_total * result.sample_rate)
+            if n > audio.shape[-1]:
+                raise ValueError(f"cannot cut {n} frames from a {audio.shape[-1]}-frame window")
             clip, gain = peak_safe(audio[:, :n])
             fmt_used = fmt
         seconds = clip.shape[-1] / result.sample_rate
-        stem = f"{slugify(request.prompt)}_{seconds:g}s_seed{result.seed}"
+        name = stem or f"{slugify(request.prompt)}_{seconds:g}s_seed{result.seed}"
         if result.batch_size > 1:
-            stem += f"_v{index + 1}"
-        stem = unique_stem(out_dir, stem + ("_raw" if raw else ""))
+            name += f"_v{index + 1}"
+        name = unique_stem(out_dir, name + ("_raw" if raw else ""))
         meta = {
             "software": f"latentloop {__version__}",
             "prompt": request.prompt,
