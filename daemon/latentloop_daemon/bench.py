@@ -47,12 +47,13 @@ def run(args: argparse.Namespace) -> int:
     load_s = time.perf_counter() - t0
     caps = engine.capabilities
     seconds = args.seconds if args.seconds is not None else min(10.0, caps.max_seconds_total)
-    request = RenderRequest(
-        prompt="128 BPM tech house drum loop with deep bass", seconds_total=seconds, seed=0,
-        steps=args.steps, cfg_scale=args.cfg, batch_size=args.variations,
-    )  # fmt: skip
     rows = []
     for i in range(args.repeats + 1):
+        request = RenderRequest(  # a new prompt each run, so text encoding is really timed
+            prompt=f"128 BPM tech house drum loop with deep bass, take {i}", seed=0,
+            seconds_total=seconds, steps=args.steps, cfg_scale=args.cfg,
+            batch_size=args.variations,
+        )  # fmt: skip
         result = engine.render(request)
         t = result.timings_s
         steps = int(result.settings["steps"])

@@ -98,8 +98,8 @@ def save_result(
             **(extra or {}),
         }
         wav = write_wav_atomic(
-            out_dir / f"{stem}.wav", to_frames_first(clip), result.sample_rate, fmt_used
+            out_dir / f"{name}.wav", to_frames_first(clip), result.sample_rate, fmt_used
         )
-        side = write_json_atomic(out_dir / f"{stem}.json", {"file": wav.name, **meta})
+        side = write_json_atomic(out_dir / f"{name}.json", {"file": wav.name, **meta})
         saved.append(SavedClip(wav, side, index, result.seed, seconds, meta))
     return saved

@@ -56,6 +56,8 @@ def read_init_audio(path: Path) -> InitAudio:
     """Read an audio file (any format libsndfile reads) as float32 (frames, channels)."""
     import soundfile as sf
 
+    if not path.is_file():
+        raise RenderError(f"cannot read init audio {path}: not an existing file")
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (OSError, RuntimeError, sf.LibsndfileError) as e:
@@ -68,9 +70,12 @@ def run(args: argparse.Namespace) -> int:
     from .backends import load_engine
     from .outputs import save_result
 
+    if args.out.exists() and not args.out.is_dir():  # fail now, not after a long render
+        raise RenderError(f"--out {args.out} is a file, not a folder")
     init = read_init_audio(args.init) if args.init else None
     if args.init_noise is not None and init is None:
         raise RenderError("--init-noise needs --init FILE")
+    _check_args_before_loading(args)
     engine = load_engine(
         args.model, device=args.device, precision=args.precision, t5_dir=args.t5,
         offline=args.offline, trust_checkpoint=args.trust_checkpoint,
@@ -97,6 +102,18 @@ def run(args: argparse.Namespace) -> int:
         len(saved), sum(result.timings_s.values()), result.seed,
     )  # fmt: skip
     return 0
+
+
+def _check_args_before_loading(args: argparse.Namespace) -> None:
+    """Range checks that need no model, so a typo fails before a long model load."""
+    if args.seconds is not None and not args.seconds > 0:
+        raise RenderError(f"--seconds must be > 0, got {args.seconds:g}")
+    if args.steps is not None and args.steps < 1:
+        raise RenderError(f"--steps must be >= 1, got {args.steps}")
+    if args.variations < 1:
+        raise RenderError(f"--variations must be >= 1, got {args.variations}")
+    if args.init_noise is not None and not args.init_noise > 0:
+        raise RenderError(f"--init-noise must be > 0, got {args.init_noise:g}")
 
 
 class _progress_bar:  # noqa: N801 - used as a context manager like a function

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -52,17 +53,24 @@ def _read_safetensors(path: Path) -> StateDict:
 
 def _read_pickle(path: Path, trust_pickle: bool) -> StateDict:
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        obj = _torch_load(path, weights_only=True)
     except (pickle.UnpicklingError, AttributeError, TypeError) as e:
+        if "global" not in str(e).lower():  # not a refusal: the pickle itself is broken
+            raise ModelLoadError(f"{path} is not a readable checkpoint (truncated?): {e}") from e
         if not trust_pickle:
             raise UnsafeCheckpointError(
                 f"{path} holds Python objects that need arbitrary code to unpickle (it is not a "
-                f"plain weights file): {str(e).splitlines()[0]}. Loading it could run code from "
+                f"plain weights file): {_refusal_reason(e)}. Loading it could run code from "
                 "the file. Prefer model.safetensors; if you trust where this file came from, "
                 "pass --trust-checkpoint."
             ) from e
         logger.warning("loading %s with full unpickling (trusted by the user)", path)
-        obj = torch.load(str(path), map_location="cpu", weights_only=False)
+        try:
+            obj = _torch_load(path, weights_only=False)
+        except Exception as e2:  # arbitrary unpickling can fail in arbitrary ways
+            raise ModelLoadError(
+                f"{path} could not be unpickled: {type(e2).__name__}: {e2}"
+            ) from e2
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise ModelLoadError(f"{path} is not a readable checkpoint (truncated?): {e}") from e
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
@@ -70,6 +78,26 @@ def _read_pickle(path: Path, trust_pickle: bool) -> StateDict:
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ModelLoadError(f"{path} does not hold a state dict of tensors")
     return dict(obj)
+
+
+def _torch_load(path: Path, weights_only: bool) -> object:
+    """torch.load on the CPU, memory-mapped when the file's format allows it (torch >= 1.6 zip
+    files); legacy-format files are read without mmap."""
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=weights_only, mmap=True)
+    except RuntimeError as e:
+        if "mmap" not in str(e) and "zipfile" not in str(e):
+            raise
+    return torch.load(str(path), map_location="cpu", weights_only=weights_only)
+
+
+def _refusal_reason(e: Exception) -> str:
+    """The useful line of torch's weights-only refusal ("Unsupported global: GLOBAL x.y ...")."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # torch bolds part of its message
+    for line in text.splitlines():
+        if "WeightsUnpickler error:" in line:
+            return line.split("WeightsUnpickler error:", 1)[1].strip().split(". ")[0]
+    return text.splitlines()[0] if text.strip() else type(e).__name__
 
 
 def unwrap_training_keys(sd: StateDict) -> StateDict:
