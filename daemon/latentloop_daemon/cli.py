@@ -47,7 +47,7 @@ def configure_logging(level: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every subcommand registered."""
-    from . import bench, models_cli, render_cli
+    from . import bench, client_cli, models_cli, render_cli, serve_cli
 
     parser = argparse.ArgumentParser(
         prog="latentloop",
@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    serve_cli.add_parser(sub)
+    client_cli.add_parsers(sub)
     render_cli.add_parser(sub)
     models_cli.add_parser(sub)
     bench.add_parser(sub)

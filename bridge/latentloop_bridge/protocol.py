@@ -1,0 +1,283 @@
+"""latentloop's OSC protocol v1: requests -> `Command`s, replies -> bytes (`docs/protocol.md`).
+
+This module is the protocol's front door: it parses requests (`parse_message`), builds replies
+(`*_reply` -> `(address, args)`) and encodes them (`encode_message`, `i`/`f`/`s` only), and
+re-exports the vocabulary defined in the small modules beside it. Pure functions, any thread.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+from pythonosc.osc_message_builder import OscMessageBuilder
+
+from latentloop_bridge.commands import (
+    Address,
+    CancelCommand,
+    Command,
+    NotifyCommand,
+    PingCommand,
+    RenderCommand,
+    RenderForm,
+    StatusCommand,
+)
+from latentloop_bridge.errors import NO_ID, UNKNOWN_COMMAND, FailCode, ProtocolError
+from latentloop_bridge.packets import (
+    IMMEDIATELY,
+    TimedMessage,
+    ntp_to_unix,
+    parse_packet,
+    unix_to_ntp,
+)
+from latentloop_bridge.render_args import parse_canonical, parse_positional
+from latentloop_bridge.spec import (
+    CANCEL,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    DONE,
+    FAIL,
+    INT32_MAX,
+    INT32_MIN,
+    NOTIFY,
+    NOTIFY_REPLY,
+    PING,
+    PONG,
+    PREFIX,
+    PROGRESS,
+    PROTOCOL_VERSION,
+    QUEUED,
+    RENDER,
+    REPLY_ADDRESSES,
+    REQUEST_ADDRESSES,
+    STATUS,
+    STATUS_REPLY,
+    SUGGESTED_REPLY_PORT,
+    command_name,
+)
+from latentloop_bridge.values import (
+    InvalidValue,
+    OscArg,
+    as_flag,
+    as_port,
+    as_request_id,
+    describe,
+    is_number,
+)
+
+__all__ = [
+    "Address", "CancelCommand", "Command", "NotifyCommand", "PingCommand", "RenderCommand",
+    "RenderForm", "StatusCommand", "NO_ID", "UNKNOWN_COMMAND", "FailCode", "ProtocolError",
+    "IMMEDIATELY", "TimedMessage", "ntp_to_unix", "parse_packet", "unix_to_ntp", "CANCEL",
+    "DEFAULT_HOST", "DEFAULT_PORT", "DONE", "FAIL", "NOTIFY", "NOTIFY_REPLY", "PING", "PONG",
+    "PREFIX", "PROGRESS", "PROTOCOL_VERSION", "QUEUED", "RENDER", "REPLY_ADDRESSES",
+    "REQUEST_ADDRESSES", "STATUS", "STATUS_REPLY", "SUGGESTED_REPLY_PORT", "command_name",
+    "OscArg", "ReplyArg", "Reply", "parse_message", "encode_message", "queued_reply",
+    "progress_reply", "done_reply", "fail_reply", "error_reply", "status_reply", "pong_reply",
+    "notify_reply", "MAX_FAIL_MESSAGE_CHARS",
+]  # fmt: skip
+
+ReplyArg = int | float | str
+Reply = tuple[str, list[ReplyArg]]
+"""`(address, args)`, ready for `OscServer.reply`/`publish` or `encode_message`."""
+
+MAX_FAIL_MESSAGE_CHARS = 500
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+def parse_message(address: str, args: Sequence[OscArg]) -> Command:
+    """Check one request message and return its command.
+
+    Raises:
+        ProtocolError: `unknown` for an address that is not a request, `invalid` for wrong,
+            missing or out-of-range arguments; with the request id when one could be read.
+    """
+    parse = _PARSERS.get(address)
+    if parse is None:
+        raise ProtocolError(
+            FailCode.UNKNOWN, _unknown(address), command_name(address), _leading_id(args)
+        )
+    try:
+        return parse(args)
+    except InvalidValue as error:
+        request_id = _id_hint(address, args)
+        raise ProtocolError(
+            FailCode.INVALID, str(error), command_name(address), request_id
+        ) from None
+
+
+def _on_render(args: Sequence[OscArg]) -> RenderCommand:
+    if len(args) < 2:
+        raise InvalidValue(
+            f"render needs at least 2 arguments, got {len(args)}: "
+            "render <id> <name> <value> ... or render <bpm> <bars> <prompt words...>"
+        )
+    if isinstance(args[1], str):
+        try:
+            client_id = as_request_id(args[0], allow_none_id=False)
+        except InvalidValue as error:
+            raise InvalidValue(f"{error} (form: render <id> <name> <value> ...)") from None
+        return parse_canonical(client_id, args[1:])
+    if is_number(args[1]):
+        return parse_positional(args)
+    raise InvalidValue(
+        "render's second argument must be a parameter name (string) or bars (number), "
+        f"got {describe(args[1])}"
+    )
+
+
+def _on_cancel(args: Sequence[OscArg]) -> CancelCommand:
+    _check_count(args, 1, 1, "cancel <id> (-1: all your jobs)")
+    return CancelCommand(as_request_id(args[0], allow_none_id=True))
+
+
+def _on_status(args: Sequence[OscArg]) -> StatusCommand:
+    _check_count(args, 0, 1, "status [<id>]")
+    return StatusCommand(as_request_id(args[0], allow_none_id=True) if args else NO_ID)
+
+
+def _on_ping(args: Sequence[OscArg]) -> PingCommand:
+    _check_count(args, 0, 1, "ping [<id>]")
+    return PingCommand(as_request_id(args[0], allow_none_id=True) if args else NO_ID)
+
+
+def _on_notify(args: Sequence[OscArg]) -> NotifyCommand:
+    _check_count(args, 1, 2, "notify <1|0> [<port>]")
+    port = as_port("port", args[1]) if len(args) == 2 else None
+    return NotifyCommand(as_flag("notify flag", args[0]), port)
+
+
+_PARSERS: dict[str, Callable[[Sequence[OscArg]], Command]] = {
+    RENDER: _on_render,
+    CANCEL: _on_cancel,
+    STATUS: _on_status,
+    PING: _on_ping,
+    NOTIFY: _on_notify,
+}
+
+
+def _check_count(args: Sequence[OscArg], low: int, high: int, usage: str) -> None:
+    if not low <= len(args) <= high:
+        raise InvalidValue(f"usage: {usage}; got {len(args)} arguments")
+
+
+def _unknown(address: str) -> str:
+    if address in REPLY_ADDRESSES:
+        return f"{address} is a reply, not a request"
+    requests = ", ".join(sorted(command_name(a) for a in REQUEST_ADDRESSES))
+    if address.startswith(PREFIX):
+        return f"unknown address {address}; the requests are {requests}"
+    return f"unknown address {address}; latentloop's requests are {PREFIX}{{{requests}}}"
+
+
+def _leading_id(args: Sequence[OscArg]) -> int:
+    """The first argument as a request id when it can be one, else -1."""
+    try:
+        return as_request_id(args[0], allow_none_id=True) if args else NO_ID
+    except InvalidValue:
+        return NO_ID
+
+
+def _id_hint(address: str, args: Sequence[OscArg]) -> int:
+    """The id to echo in an `invalid` reply: none for notify and for positional renders."""
+    if address == NOTIFY or (address == RENDER and len(args) >= 2 and is_number(args[1])):
+        return NO_ID
+    return _leading_id(args)
+
+
+# --- replies ----------------------------------------------------------------------------------
+
+
+def queued_reply(request_id: int, position: int) -> Reply:
+    """`/latentloop/queued <id> <position>`: jobs ahead of this one (0: it starts next)."""
+    return QUEUED, [request_id, position]
+
+
+def progress_reply(request_id: int, step: int, total: int, fraction: float | None = None) -> Reply:
+    """`/latentloop/progress <id> <step> <total> <fraction 0..1 of the whole job>`.
+
+    `fraction` defaults to `step / total` (a one-variation job).
+    """
+    if fraction is None:
+        fraction = min(max(step / total, 0.0), 1.0) if total > 0 else 0.0
+    return PROGRESS, [request_id, step, total, float(fraction)]
+
+
+def done_reply(
+    request_id: int,
+    path: str,
+    seconds: float,
+    bpm: float,
+    bars: float,
+    seed: int | str,
+    variation: int,
+) -> Reply:
+    """`/latentloop/done <id> <path> <seconds> <bpm> <bars> <seed s> <variation>`, one per file.
+
+    The seed goes out as a decimal string (Pd's 24-bit float mantissa would corrupt it).
+    """
+    return DONE, [request_id, path, float(seconds), float(bpm), float(bars), str(seed), variation]
+
+
+def fail_reply(request_id: int, command: str, code: str, message: str) -> Reply:
+    """`/latentloop/fail <id> <command> <code> <message>` (message cut to 500 characters)."""
+    if len(message) > MAX_FAIL_MESSAGE_CHARS:
+        message = message[: MAX_FAIL_MESSAGE_CHARS - 3] + "..."
+    return FAIL, [request_id, command, str(code), message]
+
+
+def error_reply(error: ProtocolError) -> Reply:
+    """The `/latentloop/fail` reply for a `ProtocolError`."""
+    return fail_reply(error.request_id, error.command, error.code, error.message)
+
+
+def status_reply(
+    request_id: int, state: str, queue: int, model: str, device: str, version: str
+) -> Reply:
+    """`/latentloop/status.reply <id> <state> <queue> <model> <device> <version>`."""
+    return STATUS_REPLY, [request_id, state, queue, model, device, version]
+
+
+def pong_reply(request_id: int, version: int = PROTOCOL_VERSION) -> Reply:
+    """`/latentloop/pong <id> <protocol version>`."""
+    return PONG, [request_id, version]
+
+
+def notify_reply(subscribed: bool, port: int) -> Reply:
+    """`/latentloop/notify.reply -1 <1|0> <port>`: the subscription's state after the request."""
+    return NOTIFY_REPLY, [NO_ID, int(subscribed), port]
+
+
+def encode_message(address: str, args: Sequence[ReplyArg]) -> bytes:
+    """Encode one OSC message with only `i` (int32), `f` (float32) and `s` arguments.
+
+    Raises:
+        TypeError: an argument is not int, float or str (bools are refused too).
+        ValueError: an int outside int32, a float outside float32, or a NUL in a string.
+    """
+    if not address.startswith("/"):
+        raise ValueError(f"OSC address must start with '/', got {address!r}")
+    builder = OscMessageBuilder(address)
+    for index, value in enumerate(args):
+        builder.add_arg(value, _reply_type(address, index, value))
+    return builder.build().dgram
+
+
+def _reply_type(address: str, index: int, value: ReplyArg) -> str:
+    where = f"argument {index} of {address}"
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise TypeError(f"{where} must be int, float or str, got {type(value).__name__}")
+    if isinstance(value, int):
+        if not INT32_MIN <= value <= INT32_MAX:
+            raise ValueError(f"{where} does not fit in int32: {value}")
+        return "i"
+    if isinstance(value, float):
+        if math.isfinite(value) and abs(value) > _FLOAT32_MAX:
+            raise ValueError(f"{where} does not fit in float32: {value}")
+        return "f"
+    if "\x00" in value:
+        raise ValueError(f"{where} contains a NUL character")
+    return "s"

@@ -1,0 +1,55 @@
+"""Protocol v1 constants: version, addresses, default ports and limits (`docs/protocol.md`)."""
+
+from __future__ import annotations
+
+PROTOCOL_VERSION = 1
+"""Sent in `/latentloop/pong`; bumped only when a v1 shape changes (v1 shapes may only grow)."""
+
+PREFIX = "/latentloop/"
+
+# Requests (client -> daemon). Later issues add play, stop, tempo: one constant, one parser each.
+RENDER = "/latentloop/render"
+CANCEL = "/latentloop/cancel"
+STATUS = "/latentloop/status"
+PING = "/latentloop/ping"
+NOTIFY = "/latentloop/notify"
+
+# Replies (daemon -> client). Every reply's first argument is the request id (`i`, -1 for none).
+QUEUED = "/latentloop/queued"
+PROGRESS = "/latentloop/progress"
+DONE = "/latentloop/done"
+FAIL = "/latentloop/fail"
+STATUS_REPLY = "/latentloop/status.reply"
+PONG = "/latentloop/pong"
+NOTIFY_REPLY = "/latentloop/notify.reply"
+
+REQUEST_ADDRESSES = frozenset({RENDER, CANCEL, STATUS, PING, NOTIFY})
+REPLY_ADDRESSES = frozenset({QUEUED, PROGRESS, DONE, FAIL, STATUS_REPLY, PONG, NOTIFY_REPLY})
+
+DEFAULT_HOST = "127.0.0.1"
+"""Loopback only; listening on the network is an explicit choice (and logged as a warning)."""
+DEFAULT_PORT = 7878
+SUGGESTED_REPLY_PORT = 7879
+"""For hosts that cannot receive on their sending socket (Max `[udpsend]`): notify/fixed target."""
+
+MAX_DATAGRAM_BYTES = 65536
+"""Default datagram cap. UDP over IPv4 carries at most 65,507 bytes, so only smaller caps bite."""
+MAX_PROMPT_CHARS = 1000
+"""Limit for `prompt` and `negative`, in characters after stripping surrounding whitespace."""
+MAX_KEY_CHARS = 64
+MAX_SUBSCRIBERS = 32
+MAX_SCHEDULED = 1024
+"""Messages waiting for dispatch (future bundle elements and immediate ones not yet handled)."""
+MAX_SCHEDULE_AHEAD_S = 3600.0
+"""Bundles timetagged further ahead than this are `invalid`, so the queue cannot be parked."""
+MAX_BUNDLE_DEPTH = 8
+
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1
+
+
+def command_name(address: str) -> str:
+    """Name a request in `/fail` replies: the leaf under `/latentloop/`, else the whole address."""
+    if address.startswith(PREFIX) and len(address) > len(PREFIX):
+        return address[len(PREFIX) :]
+    return address

@@ -1,0 +1,257 @@
+"""Daemon settings: frozen dataclass sections, loaded as defaults < TOML < environment < CLI.
+
+Environment variables are ``LATENTLOOP_<SECTION>_<KEY>`` (e.g. ``LATENTLOOP_OSC_PORT=7880``).
+Unknown keys and bad values fail with a ConfigError naming the key. Every key is documented in
+docs/config.md. Parsed once in the CLI and passed down; no globals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+FORMATS = ("pcm24", "pcm16", "float")
+PRECISIONS = ("auto", "reference", "fp32", "fp16", "bf16")
+LOADING_POLICIES = ("fail", "queue")
+
+
+@dataclass(frozen=True, slots=True)
+class OscConfig:
+    """Where the daemon listens and where replies go besides the sender."""
+
+    host: str = "127.0.0.1"  # loopback only unless the user opts in (e.g. "0.0.0.0")
+    port: int = 7878  # outside the ports other music software uses
+    reply_targets: tuple[str, ...] = ()  # "host:port" fixed targets, e.g. Max's [udpreceive 7879]
+    max_subscribers: int = 32
+
+    def __post_init__(self) -> None:
+        _check_host("osc.host", self.host)
+        _check_port("osc.port", self.port, allow_zero=True)
+        for target in self.reply_targets:
+            parse_target("osc.reply_targets", target)
+        _check_range("osc.max_subscribers", self.max_subscribers, 0, 1024)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Which model to load, where, and how."""
+
+    model: str = "tiny"
+    device: str = "auto"
+    precision: str = "auto"
+    t5: str = ""  # folder with a T5 encoder + tokenizer; "" = from the model folder or cache
+    offline: bool = False
+    trust_checkpoint: bool = False
+    warmup: bool = True  # one short render at start-up so the first request is fast
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ConfigError("engine.model must not be empty")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"engine.precision must be one of {PRECISIONS}, got {self.precision!r}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class RenderConfig:
+    """Jobs, files and limits."""
+
+    out_dir: str = "out"
+    format: str = "pcm24"
+    queue_size: int = 8
+    history_size: int = 64
+    while_loading: str = "fail"  # renders sent during start-up: "fail" (/fail loading) or "queue"
+    beats_per_bar: int = 4
+    bars: float = 4.0  # default length when a request names bpm but no bars
+    seconds: float = 8.0  # default length when a request names neither
+    progress_interval_s: float = 0.25  # at most one /progress per job per interval
+    cancel_timeout_s: float = 10.0  # how long shutdown waits for a running render to stop
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ConfigError(f"render.format must be one of {FORMATS}, got {self.format!r}")
+        if self.while_loading not in LOADING_POLICIES:
+            raise ConfigError(
+                f"render.while_loading must be one of {LOADING_POLICIES}, "
+                f"got {self.while_loading!r}"
+            )
+        _check_range("render.queue_size", self.queue_size, 1, 1000)
+        _check_range("render.history_size", self.history_size, 1, 100000)
+        _check_range("render.beats_per_bar", self.beats_per_bar, 1, 32)
+        _check_range("render.bars", self.bars, 0.25, 64)
+        _check_range("render.seconds", self.seconds, 0.1, 600)
+        _check_range("render.progress_interval_s", self.progress_interval_s, 0.0, 60)
+        _check_range("render.cancel_timeout_s", self.cancel_timeout_s, 0.1, 600)
+
+
+@dataclass(frozen=True, slots=True)
+class AudioConfig:
+    """Playback through the sound card (a later issue); ``enabled = false`` means file-only."""
+
+    enabled: bool = True
+    device: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    """All settings of ``latentloop serve``."""
+
+    osc: OscConfig = field(default_factory=OscConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+
+
+SECTIONS: dict[str, type] = {
+    "osc": OscConfig,
+    "engine": EngineConfig,
+    "render": RenderConfig,
+    "audio": AudioConfig,
+}
+
+
+def load_config(
+    path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> DaemonConfig:
+    """Build the config: defaults < TOML file < ``LATENTLOOP_*`` environment < ``overrides``.
+
+    ``overrides`` maps "section.key" to values (from CLI flags; None values are ignored).
+    """
+    values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    if path is not None:
+        _merge(values, _read_toml(Path(path)), source=str(path))
+    _merge(values, _from_environ(os.environ if environ is None else environ), source="environment")
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, _, key = dotted.partition(".")
+        _merge(values, {section: {key: value}}, source="command line")
+    sections = {}
+    for name, cls in SECTIONS.items():
+        try:
+            sections[name] = cls(**values[name])
+        except TypeError as e:
+            raise ConfigError(f"{name}: {e}") from e
+    return DaemonConfig(**sections)
+
+
+def parse_target(key: str, target: str) -> tuple[str, int]:
+    """'host:port' -> (host, port), with a ConfigError naming ``key`` when malformed."""
+    host, sep, port_text = target.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ConfigError(f"{key}: expected 'host:port', got {target!r}")
+    port = int(port_text)
+    _check_host(key, host)
+    _check_port(key, port)
+    return host, port
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file not found: {path}") from e
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"config file {path}: {e}") from e
+
+
+def _from_environ(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in environ.items():
+        if not name.startswith("LATENTLOOP_"):
+            continue
+        rest = name[len("LATENTLOOP_") :].lower()
+        section, _, key = rest.partition("_")
+        if section not in SECTIONS:
+            continue  # other LATENTLOOP_* variables (test switches, venv paths) are not settings
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def _merge(values: dict[str, dict[str, Any]], data: Mapping[str, Any], source: str) -> None:
+    for section, entries in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"{source}: unknown section [{section}]; known: {', '.join(SECTIONS)}"
+            )
+        if not isinstance(entries, Mapping):
+            raise ConfigError(f"{source}: [{section}] must be a table")
+        fields = {f.name: f for f in dataclasses.fields(SECTIONS[section])}
+        for key, raw in entries.items():
+            if key not in fields:
+                known = ", ".join(fields)
+                raise ConfigError(f"{source}: unknown key {section}.{key}; known: {known}")
+            values[section][key] = _coerce(f"{section}.{key}", fields[key], raw, source)
+
+
+def _coerce(key: str, f: dataclasses.Field[Any], raw: Any, source: str) -> Any:
+    """Convert a TOML/env/CLI value to the field's type, or fail naming the key."""
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    try:
+        if kind == "bool":
+            return _to_bool(raw)
+        if kind == "int":
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                raise ValueError
+            return int(raw)
+        if kind == "float":
+            if isinstance(raw, bool):
+                raise ValueError
+            return float(raw)
+        if kind == "str":
+            if not isinstance(raw, str | int | float) or isinstance(raw, bool):
+                raise ValueError
+            return str(raw)
+        if kind.startswith("tuple"):
+            items = raw.split(",") if isinstance(raw, str) else raw
+            if not isinstance(items, list | tuple):
+                raise ValueError
+            return tuple(str(i).strip() for i in items if str(i).strip())
+    except (TypeError, ValueError):
+        pass
+    else:
+        return raw
+    raise ConfigError(f"{source}: {key} must be {kind}, got {raw!r}")
+
+
+def _to_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def _check_host(key: str, host: str) -> None:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise ConfigError(
+                f"{key}: expected an IP address or 'localhost', got {host!r}"
+            ) from None
+
+
+def _check_port(key: str, port: int, allow_zero: bool = False) -> None:
+    if not (0 if allow_zero else 1) <= port <= 65535:
+        raise ConfigError(f"{key} must be 1..65535, got {port}")
+
+
+def _check_range(key: str, value: float, lo: float, hi: float) -> None:
+    if not lo <= value <= hi:
+        raise ConfigError(f"{key} must be {lo:g}..{hi:g}, got {value!r}")

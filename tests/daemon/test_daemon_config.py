@@ -1,0 +1,64 @@
+"""Daemon settings: defaults < TOML < environment < CLI, with errors that name the key."""
+
+import pytest
+
+from latentloop_daemon.config import DaemonConfig, load_config
+from latentloop_daemon.errors import ConfigError
+
+
+def test_defaults_are_safe():
+    c = load_config(environ={})
+    assert c == DaemonConfig()
+    assert (c.osc.host, c.osc.port) == ("127.0.0.1", 7878)
+    assert c.engine.model == "tiny" and c.render.format == "pcm24"
+
+
+def test_precedence_toml_then_environment_then_flags(tmp_path):
+    toml = tmp_path / "l.toml"
+    toml.write_text(
+        '[osc]\nport = 7001\nreply_targets = ["127.0.0.1:7879"]\n'
+        '[engine]\nmodel = "tiny-rf"\n[render]\nqueue_size = 3\nout_dir = "a"\n'
+    )
+    env = {"LATENTLOOP_OSC_PORT": "7002", "LATENTLOOP_RENDER_OUT_DIR": "b", "HOME": "/x",
+           "LATENTLOOP_REQUIRE_TOOLS": "1"}  # fmt: skip
+    c = load_config(toml, {"render.out_dir": "c", "engine.model": None}, environ=env)
+    assert c.osc.port == 7002  # env beats TOML
+    assert c.render.out_dir == "c"  # flag beats env
+    assert c.engine.model == "tiny-rf"  # a None flag does not override
+    assert c.render.queue_size == 3 and c.osc.reply_targets == ("127.0.0.1:7879",)
+
+
+def test_environment_types_are_parsed():
+    env = {"LATENTLOOP_ENGINE_OFFLINE": "yes", "LATENTLOOP_RENDER_BARS": "2.5",
+           "LATENTLOOP_OSC_REPLY_TARGETS": "127.0.0.1:7879, 127.0.0.1:7880"}  # fmt: skip
+    c = load_config(environ=env)
+    assert c.engine.offline is True and c.render.bars == 2.5
+    assert c.osc.reply_targets == ("127.0.0.1:7879", "127.0.0.1:7880")
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "flags", "message"),
+    [
+        ("[osc]\nprot = 1\n", {}, {}, "unknown key osc.prot"),
+        ("[oscc]\nport = 1\n", {}, {}, "unknown section"),
+        ("[osc]\nport = 70000\n", {}, {}, "osc.port must be 1..65535, got 70000"),
+        ("", {"LATENTLOOP_OSC_PORT": "seven"}, {}, "osc.port must be int"),
+        ("", {"LATENTLOOP_ENGINE_OFFLINE": "maybe"}, {}, "engine.offline must be bool"),
+        ("", {}, {"render.format": "mp3"}, "render.format must be one of"),
+        ("", {}, {"render.queue_size": 0}, "render.queue_size must be 1..1000"),
+        ("", {}, {"osc.reply_targets": ("nohost",)}, "expected 'host:port'"),
+        ("", {}, {"osc.host": "my laptop"}, "osc.host"),
+        ("", {}, {"render.while_loading": "wait"}, "render.while_loading"),
+        ("[osc\n", {}, {}, "l.toml"),
+    ],
+)
+def test_bad_settings_name_the_key(tmp_path, toml, env, flags, message):
+    path = tmp_path / "l.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        load_config(path, flags, environ=env)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.toml", environ={})
