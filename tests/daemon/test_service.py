@@ -1,0 +1,140 @@
+"""The service and render worker around a fake engine that returns known synthetic audio:
+exact cuts, sidecars, reply shapes, worker survival after engine errors. Real UDP, in-process
+(the service runs in a thread; signals are exercised by the end-to-end tests)."""
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from latentloop_bridge.client import Client, RenderFailed
+from latentloop_daemon.config import load_config
+from latentloop_daemon.engine import Capabilities, RenderResult
+from latentloop_daemon.errors import RenderCancelled
+from latentloop_daemon.service import Service
+
+RATE = 44100
+WINDOW = RATE * 10
+
+
+class FakeEngine:
+    """Audio [B, 2, WINDOW]: channel 0 is a ramp n / WINDOW, channel 1 its negative, batch b adds
+    b; ``boom`` in the prompt raises, ``slow`` steps until cancelled."""
+
+    def __init__(self) -> None:
+        self.requests = []
+        self.capabilities = Capabilities(
+            model_id="fake", revision=None, objective="v", sample_rate=RATE, channels=2,
+            window_samples=WINDOW, max_seconds_total=10.0, fixed_window=True, default_steps=3,
+            default_cfg_scale=1.0, default_sampler="euler", samplers=("euler",),
+            conditioning=("prompt", "seconds_total"), supports_negative_prompt=True,
+            supports_init_audio=False, max_batch_size=4, device="cpu", precision="fp32",
+        )  # fmt: skip
+
+    def render(self, request, on_step=None, should_cancel=None):
+        self.requests.append(request)
+        if "boom" in request.prompt:
+            raise RuntimeError("synthetic engine failure")
+        steps = 10_000 if "slow" in request.prompt else (request.steps or 3)
+        for i in range(1, steps + 1):
+            if on_step:
+                on_step(i, steps, 1.0 / i)
+            if should_cancel and should_cancel():
+                raise RenderCancelled(f"cancelled at step {i}/{steps}")
+            if "slow" in request.prompt:
+                time.sleep(0.01)
+        ramp = (np.arange(WINDOW, dtype=np.float32) / WINDOW)[None]
+        audio = np.stack([np.concatenate([ramp + b, -ramp - b]) for b in range(request.batch_size)])
+        return RenderResult(
+            0.25 * audio.astype(np.float32), RATE, request.seed or 5, {"steps": steps}
+        )
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def service(tmp_path):
+    config = load_config(
+        overrides={
+            "osc.port": 0,
+            "render.out_dir": str(tmp_path),
+            "render.format": "float",
+            "engine.warmup": False,
+        },  # fmt: skip
+        environ={},
+    )
+    engine = FakeEngine()
+    svc = Service(config, loader=lambda: engine)
+    svc.engine = engine
+    thread = threading.Thread(target=svc.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while svc.state != "ready":
+        assert time.monotonic() < deadline, "service did not become ready"
+        time.sleep(0.01)
+    yield svc
+    svc.should_exit.set()
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+def _client(svc):
+    return Client("127.0.0.1", svc.server.bound_address[1], timeout=5)
+
+
+def test_loop_is_cut_to_the_exact_frame_count_with_sidecar(service, tmp_path):
+    with _client(service) as c:
+        done = c.render_and_wait("ramp", bpm=93, bars=3, beats_per_bar=3, seed=11, timeout=10)
+    (d,) = done
+    n = round(3 * 3 * 60 * RATE / 93)
+    data, rate = sf.read(d.path, dtype="float32")
+    assert rate == RATE and data.shape == (n, 2)
+    expected = 0.25 * np.arange(n, dtype=np.float32) / WINDOW  # the first n samples, untouched
+    np.testing.assert_array_equal(data[:, 0], expected.astype(np.float32))
+    assert (d.bpm, d.bars, d.seed, d.variation) == (93.0, 3.0, 11, 0)
+    assert abs(d.seconds - n / RATE) < 1e-6
+    side = json.loads((tmp_path / (d.path.rsplit("/", 1)[1][:-4] + ".json")).read_text())
+    assert side["frames"] == n and side["request"]["bpm"] == 93 and side["seed"] == 11
+    assert side["actual_bpm"] == pytest.approx(93, rel=1e-5)
+    assert service.engine.requests[-1].seconds_total == pytest.approx(n / RATE)
+
+
+def test_variations_and_seconds_form(service):
+    with _client(service) as c:
+        done = c.render_and_wait("ramp", seconds=1.5, variations=3, seed=2, timeout=10)
+    assert [d.variation for d in done] == [0, 1, 2]
+    assert len({d.path for d in done}) == 3 and {d.seed for d in done} == {2}
+    for d in done:
+        data, _ = sf.read(d.path, dtype="float32")
+        assert data.shape == (66150, 2)
+        np.testing.assert_allclose(data[0], [0.25 * d.variation, -0.25 * d.variation])
+
+
+def test_engine_failure_is_reported_and_the_worker_survives(service):
+    with _client(service) as c:
+        with pytest.raises(RenderFailed) as e:
+            c.render_and_wait("boom", seconds=1, timeout=10)
+        assert e.value.code == "internal" and "synthetic engine failure" in e.value.message
+        assert c.render_and_wait("fine", seconds=1, timeout=10)
+
+
+def test_too_long_for_the_model_is_invalid(service):
+    with _client(service) as c, pytest.raises(RenderFailed) as e:
+        c.render_and_wait("long", bpm=60, bars=4, timeout=10)  # 16 s > 10 s window
+    assert e.value.code == "invalid" and "longer than fake can render" in e.value.message
+
+
+def test_cancel_running_job(service):
+    with _client(service) as c:
+        rid = c.render("slow", seconds=1)
+        c.wait_for(rid, ["/latentloop/progress"], timeout=5)
+        c.cancel(rid)
+        with pytest.raises(RenderFailed) as e:
+            c.wait_for(rid, ["/latentloop/done"], timeout=5)
+        assert e.value.code == "cancelled" and "cancelled at step" in e.value.message
+    status = service.queue.snapshot()
+    assert status["running"] is None and status["history"][-1]["state"] == "cancelled"
