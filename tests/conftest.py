@@ -34,30 +34,43 @@ def tiny_rf_engine():
 
 
 class DaemonProcess:
-    """``latentloop serve`` as a real subprocess on a free port (read back from its log)."""
+    """``latentloop serve`` as a real subprocess on a free port (read back from its log).
+
+    Every log line is kept with its arrival time (``time.monotonic()``), so tests can order
+    log events against OSC replies. The daemon runs with one torch thread unless
+    ``OMP_NUM_THREADS`` is set: on a small (2-core) CI machine shared with the test process,
+    two threads oversubscribe the CPU and make renders several times slower.
+    """
 
     def __init__(self, out_dir, *extra_args, model="tiny", env=None):
         import re
         import subprocess
         import sys
         import threading
+        import time
 
         self.out_dir = out_dir
         cmd = [sys.executable, "-m", "latentloop_daemon", "serve", "--model", model,
                "--port", "0", "--out", str(out_dir), "--no-audio", *extra_args]  # fmt: skip
+        full_env = {"OMP_NUM_THREADS": "1", **os.environ, **(env or {})}
+        self.started_s = time.monotonic()
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, **(env or {})},
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env,
         )  # fmt: skip
         self.lines: list[str] = []
+        self.line_times: list[float] = []
         self.port: int | None = None
         self._port_seen = threading.Event()
         self._ready = threading.Event()
+        self._new_line = threading.Condition()
         self._pattern = re.compile(r"listening on [\d.]+:(\d+)")
 
         def pump():
             for line in self.proc.stdout:
-                self.lines.append(line.rstrip("\n"))
+                with self._new_line:
+                    self.lines.append(line.rstrip("\n"))
+                    self.line_times.append(time.monotonic())
+                    self._new_line.notify_all()
                 m = self._pattern.search(line)
                 if m and self.port is None:
                     self.port = int(m.group(1))
@@ -66,6 +79,8 @@ class DaemonProcess:
                     self._ready.set()
             self._port_seen.set()
             self._ready.set()
+            with self._new_line:
+                self._new_line.notify_all()
 
         self._pump = threading.Thread(target=pump, daemon=True)
         self._pump.start()
@@ -85,31 +100,82 @@ class DaemonProcess:
         assert self.proc.poll() is None, "daemon exited:\n" + self.log
         return port
 
+    def wait_log(self, text: str, timeout=30.0) -> float:
+        """Wait for a log line containing ``text``; return its arrival time (monotonic)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        with self._new_line:
+            while True:
+                for line, t in zip(self.lines, self.line_times, strict=True):
+                    if text in line:
+                        return t
+                remaining = deadline - time.monotonic()
+                assert self._pump.is_alive() and remaining > 0, (
+                    f"no log line with {text!r} within {timeout:g} s:\n" + self.log
+                )
+                self._new_line.wait(min(remaining, 0.5))
+
+    def wait_exit(self, timeout=30.0) -> int:
+        """Wait for the process to exit by itself; kill it (and fail) after ``timeout``."""
+        import subprocess
+
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(
+                f"daemon still running after {timeout:g} s:\n" + self.log
+            ) from None
+        self._close()
+        return code
+
     def stop(self, sig=None, timeout=30.0) -> int:
         import signal
 
         if self.proc.poll() is None:
             self.proc.send_signal(sig or signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout)
-        except Exception:
+        return self.wait_exit(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL (no clean shutdown) and reap."""
+        if self.proc.poll() is None:
             self.proc.kill()
-            raise
+        self.proc.wait()
+        self._close()
+
+    def _close(self) -> None:
         self._pump.join(5)
-        return code
+        if self.proc.stdout is not None and not self._pump.is_alive():
+            self.proc.stdout.close()  # else a ResourceWarning (an error here) at collection
+
+
+def _daemons(default_out_dir):
+    started = []
+
+    def start(*args, out_dir=None, **kw):
+        d = DaemonProcess(out_dir or default_out_dir(), *args, **kw)
+        started.append(d)
+        return d
+
+    yield start
+    errors = []
+    for d in started:
+        try:
+            d.stop()  # a daemon that ignores SIGTERM is killed, then reported
+        except AssertionError as e:
+            errors.append(e)
+    if errors:
+        raise errors[0]
 
 
 @pytest.fixture
 def daemon_factory(tmp_path):
     """Start daemons; every one still running at the end of the test is stopped (SIGTERM)."""
-    started = []
+    yield from _daemons(lambda: tmp_path / "out")
 
-    def start(*args, out_dir=None, **kw):
-        d = DaemonProcess(out_dir or tmp_path / "out", *args, **kw)
-        started.append(d)
-        return d
 
-    yield start
-    for d in started:
-        if d.proc.poll() is None:
-            d.stop()
+@pytest.fixture(scope="module")
+def module_daemon_factory(tmp_path_factory):
+    """Start daemons shared by a module's tests; those still running at its end are stopped."""
+    yield from _daemons(lambda: tmp_path_factory.mktemp("daemon") / "out")

@@ -54,14 +54,19 @@ class Done:
     bars: float
     seed: int
     variation: int
+    measured_bpm: float | None = None  # the tempo check's estimate (None: not measured)
+    deviation_pct: float | None = None  # (measured - requested) / requested x 100
 
     @classmethod
     def from_args(cls, args: Sequence[OscArg]) -> Done:
-        """Read the v1 arguments (later versions may append more; they are ignored)."""
+        """Read the v1 arguments and the appended tempo check (later additions are ignored)."""
         _check_count(DONE, args, 7)
+        measured = _float(args[7]) if len(args) > 7 else 0.0
+        deviation = _float(args[8]) if len(args) > 8 else 0.0
         return cls(
             _int(args[0]), _str(args[1]), _float(args[2]), _float(args[3]), _float(args[4]),
-            int(_str(args[5])), _int(args[6]),
+            int(_str(args[5])), _int(args[6]), measured or None,
+            deviation if measured else None,
         )  # fmt: skip
 
 

@@ -50,6 +50,7 @@ from latentloop_bridge.spec import (
     RENDER,
     REPLY_ADDRESSES,
     REQUEST_ADDRESSES,
+    RETRY,
     STATUS,
     STATUS_REPLY,
     SUGGESTED_REPLY_PORT,
@@ -70,6 +71,7 @@ __all__ = [
     "RenderForm", "StatusCommand", "NO_ID", "UNKNOWN_COMMAND", "FailCode", "ProtocolError",
     "IMMEDIATELY", "TimedMessage", "ntp_to_unix", "parse_packet", "unix_to_ntp", "CANCEL",
     "DEFAULT_HOST", "DEFAULT_PORT", "DONE", "FAIL", "NOTIFY", "NOTIFY_REPLY", "PING", "PONG",
+    "RETRY",
     "PREFIX", "PROGRESS", "PROTOCOL_VERSION", "QUEUED", "RENDER", "REPLY_ADDRESSES",
     "REQUEST_ADDRESSES", "STATUS", "STATUS_REPLY", "SUGGESTED_REPLY_PORT", "command_name",
     "OscArg", "ReplyArg", "Reply", "parse_message", "encode_message", "queued_reply",
@@ -214,12 +216,25 @@ def done_reply(
     bars: float,
     seed: int | str,
     variation: int,
+    measured_bpm: float | None = None,
+    deviation_pct: float | None = None,
 ) -> Reply:
-    """`/latentloop/done <id> <path> <seconds> <bpm> <bars> <seed s> <variation>`, one per file.
+    """`/latentloop/done <id> <path> <seconds> <bpm> <bars> <seed s> <variation>
+    <measured_bpm f> <deviation f>`, one per file.
 
-    The seed goes out as a decimal string (Pd's 24-bit float mantissa would corrupt it).
+    The seed goes out as a decimal string (Pd's 24-bit float mantissa would corrupt it). The
+    two tempo-check values (appended to the v1 shape) are 0 when the tempo was not measured.
     """
-    return DONE, [request_id, path, float(seconds), float(bpm), float(bars), str(seed), variation]
+    return DONE, [
+        request_id, path, float(seconds), float(bpm), float(bars), str(seed), variation,
+        float(measured_bpm or 0.0), float(deviation_pct or 0.0),
+    ]  # fmt: skip
+
+
+def retry_reply(request_id: int, attempt: int, measured_bpm: float) -> Reply:
+    """`/latentloop/retry <id> <attempt i> <measured_bpm f>`: the tempo was off; re-rendering
+    with a new seed (attempt 1 is the first re-render)."""
+    return RETRY, [request_id, attempt, float(measured_bpm)]
 
 
 def fail_reply(request_id: int, command: str, code: str, message: str) -> Reply:

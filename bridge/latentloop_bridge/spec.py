@@ -22,9 +22,10 @@ FAIL = "/latentloop/fail"
 STATUS_REPLY = "/latentloop/status.reply"
 PONG = "/latentloop/pong"
 NOTIFY_REPLY = "/latentloop/notify.reply"
+RETRY = "/latentloop/retry"
 
 REQUEST_ADDRESSES = frozenset({RENDER, CANCEL, STATUS, PING, NOTIFY})
-REPLY_ADDRESSES = frozenset({QUEUED, PROGRESS, DONE, FAIL, STATUS_REPLY, PONG, NOTIFY_REPLY})
+REPLY_ADDRESSES = frozenset({QUEUED, PROGRESS, DONE, FAIL, STATUS_REPLY, PONG, NOTIFY_REPLY, RETRY})
 
 DEFAULT_HOST = "127.0.0.1"
 """Loopback only; listening on the network is an explicit choice (and logged as a warning)."""

@@ -40,7 +40,10 @@ def configure_logging(level: str) -> None:
                 }
             },
             "root": {"handlers": ["stderr"], "level": "WARNING"},
-            "loggers": {"latentloop_daemon": {"level": level.upper()}},
+            "loggers": {
+                "latentloop_daemon": {"level": level.upper()},
+                "latentloop_bridge": {"level": level.upper()},
+            },
         }
     )
 

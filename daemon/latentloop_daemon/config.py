@@ -14,13 +14,17 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .loopjob import LoopSettings
 
 FORMATS = ("pcm24", "pcm16", "float")
 PRECISIONS = ("auto", "reference", "fp32", "fp16", "bf16")
 LOADING_POLICIES = ("fail", "queue")
+SEAM_MODES = ("auto", "equal_gain", "equal_power")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +79,17 @@ class RenderConfig:
     seconds: float = 8.0  # default length when a request names neither
     progress_interval_s: float = 0.25  # at most one /progress per job per interval
     cancel_timeout_s: float = 10.0  # how long shutdown waits for a running render to stop
+    crossfade_ms: float = 20.0  # seam: the rendered continuation faded into the loop start
+    seam_mode: str = "auto"  # auto (by correlation), equal_gain, equal_power
+    padding_s: float = 2.0  # rendered past the loop end (seconds_total = loop + padding)
+    normalize: bool = True  # loudness normalisation (off: peak-safe only)
+    target_lufs: float = -14.0
+    ceiling_dbtp: float = -1.0
+    limiter: bool = False  # reach the target with a peak limiter instead of stopping the gain
+    tempo_in_prompt: bool = True  # add "N BPM" to prompts that name no tempo
+    tempo_check: bool = True
+    tempo_tolerance_pct: float = 4.0
+    max_rerolls: int = 0  # re-render with new seeds while the tempo is off by more
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -91,6 +106,28 @@ class RenderConfig:
         _check_range("render.seconds", self.seconds, 0.1, 600)
         _check_range("render.progress_interval_s", self.progress_interval_s, 0.0, 60)
         _check_range("render.cancel_timeout_s", self.cancel_timeout_s, 0.1, 600)
+        _check_range("render.crossfade_ms", self.crossfade_ms, 0, 500)
+        if self.seam_mode not in SEAM_MODES:
+            raise ConfigError(
+                f"render.seam_mode must be one of {SEAM_MODES}, got {self.seam_mode!r}"
+            )
+        _check_range("render.padding_s", self.padding_s, 0, 30)
+        _check_range("render.target_lufs", self.target_lufs, -70, 0)
+        _check_range("render.ceiling_dbtp", self.ceiling_dbtp, -20, 0)
+        _check_range("render.tempo_tolerance_pct", self.tempo_tolerance_pct, 0, 100)
+        _check_range("render.max_rerolls", self.max_rerolls, 0, 10)
+
+    def loop_settings(self) -> LoopSettings:
+        """The loop-processing part of this section."""
+        from .loopjob import LoopSettings
+
+        return LoopSettings(
+            crossfade_ms=self.crossfade_ms, seam_mode=self.seam_mode, padding_s=self.padding_s,
+            normalize=self.normalize, target_lufs=self.target_lufs,
+            ceiling_dbtp=self.ceiling_dbtp, limiter=self.limiter,
+            tempo_in_prompt=self.tempo_in_prompt, tempo_check=self.tempo_check,
+            tempo_tolerance_pct=self.tempo_tolerance_pct, max_rerolls=self.max_rerolls,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

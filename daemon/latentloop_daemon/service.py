@@ -9,6 +9,7 @@ SIGINT/SIGTERM stop cleanly (exit 0); a second SIGINT forces exit.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -26,9 +27,7 @@ from .config import DaemonConfig, parse_target
 from .engine import Engine
 from .errors import LatentloopError
 from .jobs import JobQueue, QueueFull, RenderJob, RenderSpec
-from .loops import LoopLength
-from .outputs import SavedClip
-from .worker import RenderWorker
+from .worker import LoopDone, RenderWorker
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +47,9 @@ class Service:
         self.worker: RenderWorker | None = None
         self.should_exit = threading.Event()
         self.force_exit = False
-        # ids for positional renders: above what clients count up to, below 2^24 (Pd's float ints)
-        self._assigned_ids = iter(range(1_000_000, 2**24))
+        # ids for positional renders: six digits, so Pd's number boxes and [print] show them
+        # exactly; above what clients count up to; cycling, so the supply never runs out
+        self._assigned_ids = itertools.cycle(range(100_000, 1_000_000))
         self._ids_lock = threading.Lock()
         self._captured: list[int] = []
 
@@ -100,6 +100,7 @@ class Service:
             fmt=cfg.render.format,
             progress_interval_s=cfg.render.progress_interval_s,
             warmup=cfg.engine.warmup,
+            loop_settings=cfg.render.loop_settings(),
         )
         self.worker.start()
         return EXIT_OK
@@ -157,7 +158,10 @@ class Service:
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """First SIGINT/SIGTERM: stop cleanly. Second SIGINT: exit now."""
-        if self.should_exit.is_set() and sig == signal.SIGINT:
+        # Count before anything else: a second signal's handler can run inside this one (at any
+        # bytecode boundary, e.g. while the log line below is written), and must see the first.
+        self._captured.append(sig)
+        if len(self._captured) > 1 and sig == signal.SIGINT:
             logger.error("second interrupt: forcing exit")
             logging.shutdown()
             os._exit(EXIT_FORCED)
@@ -278,19 +282,18 @@ class Service:
     def progress(self, job: RenderJob, step: int, total: int) -> None:
         self._publish(job.sender, *p.progress_reply(job.request_id, step, total))
 
-    def done(self, job: RenderJob, clip: SavedClip, length: LoopLength) -> None:
+    def done(self, job: RenderJob, done: LoopDone) -> None:
         self._publish(
             job.sender,
             *p.done_reply(
-                job.request_id,
-                str(clip.wav_path.resolve()),
-                clip.seconds,
-                length.bpm or 0.0,
-                length.bars or 0.0,
-                str(clip.seed),
-                clip.index,
+                job.request_id, str(done.path.resolve()), done.seconds, done.bpm or 0.0,
+                done.bars or 0.0, str(done.seed), done.variation, done.measured_bpm,
+                done.deviation_pct,
             ),
-        )
+        )  # fmt: skip
+
+    def retry(self, job: RenderJob, attempt: int, measured_bpm: float) -> None:
+        self._publish(job.sender, *p.retry_reply(job.request_id, attempt, measured_bpm))
 
     def failed(self, job: RenderJob, code: str, message: str) -> None:
         self._publish(job.sender, *p.fail_reply(job.request_id, "render", code, message))

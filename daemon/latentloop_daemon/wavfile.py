@@ -13,6 +13,7 @@ import os
 import re
 import tempfile
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +107,12 @@ def _publish(path: Path, write: Any) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def publish_atomic(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a hidden temp file beside ``path``, then publish it; never overwrites.
+
+    The same path as ``write_wav_atomic``: fsync, ``os.link`` (or a checked ``os.replace``), and
+    the temp file is removed whatever happens. Raises ``RenderError`` if ``path`` exists.
+    """
+    return _publish(path, write)

@@ -12,15 +12,24 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from .engine import Engine, RenderRequest
+from .engine import Engine, RenderRequest, RenderResult
 from .errors import LatentloopError, RenderCancelled, RenderError
 from .jobs import CANCELLED, DONE, FAILED, JobQueue, RenderJob
-from .loops import LoopLength, loop_length
-from .outputs import SavedClip, save_result
-from .wavfile import slugify
+from .loopjob import (
+    FinishedLoop,
+    LoopPlan,
+    LoopSettings,
+    loop_stem,
+    plan_loop,
+    render_loops,
+    render_meta,
+    write_loop,
+)
+from .loops import loop_length
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +39,9 @@ class JobEvents(Protocol):
 
     def progress(self, job: RenderJob, step: int, total: int) -> None: ...
 
-    def done(self, job: RenderJob, clip: SavedClip, length: LoopLength) -> None: ...
+    def done(self, job: RenderJob, done: LoopDone) -> None: ...
+
+    def retry(self, job: RenderJob, attempt: int, measured_bpm: float) -> None: ...
 
     def failed(self, job: RenderJob, code: str, message: str) -> None: ...
 
@@ -47,8 +58,10 @@ class RenderWorker(threading.Thread):
         fmt: str = "pcm24",
         progress_interval_s: float = 0.25,
         warmup: bool = True,
+        loop_settings: LoopSettings | None = None,
     ) -> None:
         super().__init__(name="render-worker", daemon=True)
+        self.loop_settings = loop_settings or LoopSettings()
         self.loader, self.queue, self.events = loader, queue, events
         self.out_dir, self.fmt = Path(out_dir), fmt
         self.progress_interval_s = progress_interval_s
@@ -64,7 +77,7 @@ class RenderWorker(threading.Thread):
     def run(self) -> None:
         try:
             self.engine = self.loader()
-            if self.warmup:
+            if self.warmup and not self._stopping.is_set():  # no warm-up once a stop was asked
                 self._warm_up(self.engine)
         except BaseException as e:  # reported by the service, which exits with code 3
             self.load_error = e
@@ -103,30 +116,39 @@ class RenderWorker(threading.Thread):
                 beats_per_bar=spec.beats_per_bar,
                 seconds=spec.seconds,
             )
-            if length.frames > caps.window_samples or length.seconds > caps.max_seconds_total:
-                raise RenderError(
-                    f"{length.seconds:.2f} s is longer than {caps.model_id} can render "
-                    f"(max {min(caps.max_seconds_total, caps.window_seconds):.2f} s)"
-                )
-            request = RenderRequest(
+            plan = plan_loop(spec.prompt, length, spec.key, caps, self.loop_settings)
+            base = RenderRequest(
                 prompt=spec.prompt,
-                seconds_total=length.seconds,
+                seconds_total=plan.seconds_total,
                 negative_prompt=spec.negative,
                 seed=spec.seed,
                 steps=spec.steps,
                 cfg_scale=spec.cfg,
                 batch_size=spec.variations,
             )
-            result = engine.render(request, self._progress(job), job.cancel_event.is_set)
-            saved = save_result(
-                result,
-                request,
-                self.out_dir,
-                fmt=self.fmt,
-                frames=length.frames,
-                stem=_stem(spec, length, result.seed),
-                extra=_extra(job, length),
+            result, loops = render_loops(
+                engine,
+                plan,
+                base,
+                self.loop_settings,
+                self._progress(job),
+                job.cancel_event.is_set,
+                lambda n, bpm: self.events.retry(job, n, bpm),
             )
+            written = []
+            for index, loop in enumerate(loops):
+                meta = _meta(job, result, index)
+                wav, _ = write_loop(
+                    loop,
+                    plan,
+                    self.out_dir,
+                    loop_stem(spec.prompt, length, result.seed, len(loops), index),
+                    fmt=self.fmt,
+                    seed=result.seed,
+                    model=caps.model_id,
+                    meta=meta,
+                )
+                written.append(LoopDone.of(wav, plan, result.seed, index, loop))
         except RenderCancelled as e:
             self._fail(job, CANCELLED, "cancelled", str(e))
         except (RenderError, ValueError) as e:
@@ -137,10 +159,10 @@ class RenderWorker(threading.Thread):
             logger.exception("job %d failed", job.job_id)
             self._fail(job, FAILED, "internal", f"{type(e).__name__}: {e}")
         else:
-            job.paths = [str(c.wav_path) for c in saved]
+            job.paths = [str(d.path) for d in written]
             self.queue.finish(job, DONE)
-            for clip in saved:
-                self.events.done(job, clip, length)
+            for done in written:
+                self.events.done(job, done)
             logger.info(
                 "job %d done in %.1fs: %s",
                 job.job_id,
@@ -165,34 +187,53 @@ class RenderWorker(threading.Thread):
         return on_step
 
 
-def _stem(spec: object, length: LoopLength, seed: int) -> str:
-    prompt = getattr(spec, "prompt", "")
-    if length.bpm is not None and length.bars is not None:
-        return f"{slugify(prompt)}_{length.bpm:g}bpm_{length.bars:g}bars_seed{seed}"
-    return f"{slugify(prompt)}_{length.seconds:g}s_seed{seed}"
+@dataclass(frozen=True, slots=True)
+class LoopDone:
+    """One written variation, as announced in ``/done``."""
+
+    path: Path
+    seconds: float
+    bpm: float | None
+    bars: float | None
+    seed: int
+    variation: int
+    measured_bpm: float | None
+    deviation_pct: float | None
+
+    @classmethod
+    def of(cls, path: Path, plan: LoopPlan, seed: int, index: int, loop: FinishedLoop) -> LoopDone:
+        length = plan.length
+        return cls(
+            path,
+            length.seconds,
+            length.bpm,  # as requested; files carry the exact tempo of the frame count
+            length.bars,
+            seed,
+            index,
+            None if loop.tempo is None else loop.tempo.bpm,
+            loop.tempo_deviation_pct,
+        )
 
 
-def _extra(job: RenderJob, length: LoopLength) -> dict[str, object]:
+def _meta(job: RenderJob, result: RenderResult, index: int) -> dict[str, object]:
     spec = job.spec
+    request = {
+        "id": job.request_id,
+        "sender": f"{job.sender[0]}:{job.sender[1]}",
+        "prompt": spec.prompt,
+        "negative": spec.negative,
+        "bpm": spec.bpm,
+        "bars": spec.bars,
+        "beats_per_bar": spec.beats_per_bar,
+        "seconds": spec.seconds,
+        "key": spec.key,
+        "seed": spec.seed,
+        "steps": spec.steps,
+        "cfg": spec.cfg,
+        "variations": spec.variations,
+    }
     return {
-        "request": {
-            "id": job.request_id,
-            "sender": f"{job.sender[0]}:{job.sender[1]}",
-            "prompt": spec.prompt,
-            "negative": spec.negative,
-            "bpm": spec.bpm,
-            "bars": spec.bars,
-            "beats_per_bar": spec.beats_per_bar,
-            "seconds": spec.seconds,
-            "key": spec.key,
-            "seed": spec.seed,
-            "steps": spec.steps,
-            "cfg": spec.cfg,
-            "variations": spec.variations,
-        },
+        **render_meta(result, index, spec.prompt, spec.negative),
+        "request": request,
         "job": job.job_id,
-        "bpm": length.bpm,
-        "bars": length.bars,
-        "beats_per_bar": length.beats_per_bar,
-        "actual_bpm": length.actual_bpm,
     }

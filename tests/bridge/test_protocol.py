@@ -431,8 +431,8 @@ def decode(address: str, args: list[int | float | str]) -> tuple[str, str, list[
         (progress_reply(1, 3, 8, 0.375), "iiif", [1, 3, 8, 0.375]),
         (
             done_reply(1, "/out/loop.wav", 8.0, 120, 4, 2**64 - 1, 0),
-            "isfffsi",
-            [1, "/out/loop.wav", 8.0, 120.0, 4.0, "18446744073709551615", 0],
+            "isfffsiff",
+            [1, "/out/loop.wav", 8.0, 120.0, 4.0, "18446744073709551615", 0, 0.0, 0.0],
         ),
         (fail_reply(-1, "?", "malformed", "empty datagram"), "isss",
          [-1, "?", "malformed", "empty datagram"]),

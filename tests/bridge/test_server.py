@@ -77,7 +77,7 @@ def test_publish_goes_to_sender_subscribers_and_fixed_targets_once(make_server, 
             "/latentloop/progress",
             "/latentloop/done",
         ]
-        assert replies[2][1] == [7, "/tmp/loop_0.wav", 2.0, 120.0, 1.0, "0", 0]
+        assert replies[2][1] == [7, "/tmp/loop_0.wav", 2.0, 120.0, 1.0, "0", 0, 0.0, 0.0]
         assert nothing_arrives(sock)
 
 

@@ -29,9 +29,19 @@ PROMPT = "128 BPM tech house drum loop"
 FIRST = ["--model", "tiny", "--seconds", "2", "--steps", "2", "--seed", "3", "--device", "cpu"]
 GOLDENS = Path(__file__).resolve().parents[1] / "data" / "goldens"
 SMALL = [
-    "--model", str(GOLDENS / "small-tiny"), "--t5", str(GOLDENS / "t5-tiny"),
-    "--steps", "1", "--seed", "5", "--device", "cpu",
-]  # fmt: skip
+    "--model",
+    str(GOLDENS / "small-tiny"),
+    "--t5",
+    str(GOLDENS / "t5-tiny"),
+    "--steps",
+    "1",
+    "--seed",
+    "5",
+    "--device",
+    "cpu",
+    "--padding",
+    "0.05",
+]  # fmt: skip  (its window is 0.37 s: loop + padding must fit)
 SMALL_CONFIG = json.loads((GOLDENS / "small-tiny" / "model_config.json").read_text())
 SMALL_WINDOW = SMALL_CONFIG["sample_size"]  # = capabilities.window_samples (16384)
 
@@ -105,7 +115,9 @@ def test_render_writes_a_pcm24_wav_and_its_sidecar(first_render):
     assert (meta["seed"], meta["prompt"], meta["format"]) == (3, PROMPT, "pcm24")
     assert (meta["frames"], meta["sample_rate"], meta["variation_index"]) == (88200, 44100, 0)
     assert meta["settings"]["model"] == "tiny" and meta["settings"]["steps"] == 2
-    assert meta["settings"]["seconds_total"] == 2.0 and meta["settings"]["device"] == "cpu"
+    # the model is conditioned on the loop plus the default 2 s of padding
+    assert meta["settings"]["seconds_total"] == 4.0 and meta["settings"]["device"] == "cpu"
+    assert meta["seconds_total_conditioning"] == 4.0 and meta["seam"]["crossfade_ms"] > 0
     assert "makes noise, not music" in done.stderr
     assert "Traceback" not in done.stderr
     audio, _ = sf.read(str(wav), dtype="float32")
@@ -202,7 +214,7 @@ def test_init_audio_mono_at_another_rate(tmp_path):
     ("args", "message"),
     [
         (["--seconds", "0"], "--seconds must be > 0, got 0"),  # checked before loading
-        (["--seconds", "999"], "seconds_total must be in (0, {max}], got 999"),
+        (["--seconds", "999"], "a 999.00 s loop plus 2.00 s of padding is longer than tiny"),
         (["--steps", "0"], "--steps must be >= 1, got 0"),
         (["--sampler", "nope"], "unknown sampler 'nope' for this model; use one of dpmpp-3m-sde, "),
         (["--variations", "0"], "--variations must be >= 1, got 0"),

@@ -56,17 +56,11 @@ class FakeEngine:
         pass
 
 
-@pytest.fixture
-def service(tmp_path):
-    config = load_config(
-        overrides={
-            "osc.port": 0,
-            "render.out_dir": str(tmp_path),
-            "render.format": "float",
-            "engine.warmup": False,
-        },  # fmt: skip
-        environ={},
-    )
+def _start(tmp_path, **render):
+    overrides = {"osc.port": 0, "render.out_dir": str(tmp_path), "render.format": "float",
+                 "engine.warmup": False}  # fmt: skip
+    overrides.update({f"render.{k}": v for k, v in render.items()})
+    config = load_config(overrides=overrides, environ={})
     engine = FakeEngine()
     svc = Service(config, loader=lambda: engine)
     svc.engine = engine
@@ -76,10 +70,29 @@ def service(tmp_path):
     while svc.state != "ready":
         assert time.monotonic() < deadline, "service did not become ready"
         time.sleep(0.01)
-    yield svc
+    return svc, thread
+
+
+def _stop(svc, thread):
     svc.should_exit.set()
     thread.join(10)
     assert not thread.is_alive()
+
+
+@pytest.fixture
+def service(tmp_path):
+    """Loop processing that leaves samples untouched: hard cut, no loudness gain."""
+    svc, thread = _start(tmp_path, crossfade_ms=0.0, normalize=False, tempo_check=False)
+    yield svc
+    _stop(svc, thread)
+
+
+@pytest.fixture
+def looping_service(tmp_path):
+    """Default loop processing: seam crossfade, loudness normalisation, tempo check."""
+    svc, thread = _start(tmp_path)
+    yield svc
+    _stop(svc, thread)
 
 
 def _client(svc):
@@ -100,7 +113,7 @@ def test_loop_is_cut_to_the_exact_frame_count_with_sidecar(service, tmp_path):
     side = json.loads((tmp_path / (d.path.rsplit("/", 1)[1][:-4] + ".json")).read_text())
     assert side["frames"] == n and side["request"]["bpm"] == 93 and side["seed"] == 11
     assert side["actual_bpm"] == pytest.approx(93, rel=1e-5)
-    assert service.engine.requests[-1].seconds_total == pytest.approx(n / RATE)
+    assert service.engine.requests[-1].seconds_total == pytest.approx(n / RATE + 2.0)  # padding
 
 
 def test_variations_and_seconds_form(service):
@@ -124,8 +137,8 @@ def test_engine_failure_is_reported_and_the_worker_survives(service):
 
 def test_too_long_for_the_model_is_invalid(service):
     with _client(service) as c, pytest.raises(RenderFailed) as e:
-        c.render_and_wait("long", bpm=60, bars=4, timeout=10)  # 16 s > 10 s window
-    assert e.value.code == "invalid" and "longer than fake can render" in e.value.message
+        c.render_and_wait("long", bpm=60, bars=3, timeout=10)  # 12 s + 2 s padding > 10 s
+    assert e.value.code == "invalid" and "longer than fake renders" in e.value.message
 
 
 def test_cancel_running_job(service):
@@ -138,3 +151,19 @@ def test_cancel_running_job(service):
         assert e.value.code == "cancelled" and "cancelled at step" in e.value.message
     status = service.queue.snapshot()
     assert status["running"] is None and status["history"][-1]["state"] == "cancelled"
+
+
+def test_default_loop_processing_is_recorded(looping_service, tmp_path):
+    with _client(looping_service) as c:
+        (d,) = c.render_and_wait("ramp", bpm=120, bars=2, key="F minor", seed=4, timeout=10)
+    n = round(2 * 4 * 60 * RATE / 120)
+    data, _ = sf.read(d.path, dtype="float32")
+    assert data.shape == (n, 2)
+    side = json.loads((tmp_path / (d.path.rsplit("/", 1)[1][:-4] + ".json")).read_text())
+    assert side["final_prompt"] == "ramp, 120 BPM, F minor"
+    assert side["seam"]["crossfade_ms"] == pytest.approx(20, abs=0.05)
+    assert side["loudness"]["target_lufs"] == -14.0 and side["key"] == "F minor"
+    assert side["seconds_total_conditioning"] == pytest.approx(n / RATE + 2.0)
+    request = looping_service.engine.requests[-1]
+    assert request.prompt == "ramp, 120 BPM, F minor"
+    assert request.seconds_total == pytest.approx(n / RATE + 2.0)
