@@ -1041,3 +1041,43 @@ def test_serve_with_a_bad_config_exits_with_a_clear_message(tmp_path, args, code
     assert result.returncode == code, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_loop_files_carry_chunks_loudness_and_seam_metric(shared, peers):
+    """The loops pipeline through the real daemon and the tiny model: exact length, DAW loop
+    chunks, loudness at the target (or stopped by the true-peak ceiling), a seam metric, the
+    tempo check appended to /done. (Tiny makes noise: music quality is proven on synthetic
+    signals in tests/daemon/test_seam.py, test_loudness.py, test_tempo.py.)"""
+    from latentloop_daemon.riff import read_chunks
+
+    peer = peers()
+    rid = peer.render("loop check", bpm=100, bars=2, beats_per_bar=3, key="F minor", steps=3)
+    done = peer.expect(DONE, rid, timeout=RENDER_T)
+    frames = expected_frames(100, 2, 3)
+    path = Path(done.args[1])
+    assert sf.info(str(path)).frames == frames
+    assert len(done.args) >= 9 and all(isinstance(a, float) for a in done.args[7:9])
+    chunks = read_chunks(path)
+    acid, smpl, cues = chunks["acid"], chunks["smpl"], chunks["cue"]
+    assert acid["beats"] == 6 and acid["meter_numerator"] == 3 and acid["meter_denominator"] == 4
+    assert acid["tempo"] == pytest.approx(6 * 60 * SAMPLE_RATE / frames, rel=1e-6)
+    assert acid["root_note"] == 53  # F3
+    assert smpl["loops"][0]["start"] == 0 and smpl["loops"][0]["end"] == frames - 1
+    assert [c["position"] for c in cues] == [0, round(frames / 2)]
+    assert chunks["labels"] == {"1": "Bar 1", "2": "Bar 2"} or chunks["labels"] == {
+        1: "Bar 1",
+        2: "Bar 2",
+    }
+    assert chunks["info"]["INAM"] == "loop check, 100 BPM, F minor"
+    side = json.loads(path.with_suffix(".json").read_text())
+    assert side["final_prompt"] == "loop check, 100 BPM, F minor"
+    assert side["key"] == "F minor" and side["meter"] == "3/4" and side["bars"] == 2
+    loud = side["loudness"]
+    if loud["limited_by"] == "target":
+        assert loud["lufs_after"] == pytest.approx(-14.0, abs=0.5)
+    else:  # noise has a high crest factor: the -1 dBTP ceiling may stop the gain first
+        assert loud["limited_by"] == "ceiling" and loud["true_peak_after_dbtp"] <= -0.9
+    seam = side["seam"]
+    assert seam["crossfade_frames"] == round(0.020 * SAMPLE_RATE)
+    assert set(seam["after"]) >= {"wrap_jump", "wrap_jump_ratio", "spectral_distance_db"}
+    assert side["seconds_total_conditioning"] == pytest.approx(frames / SAMPLE_RATE + 2.0)
