@@ -253,12 +253,13 @@ class Service:
         caps = self.worker.engine.capabilities if self.worker and self.worker.engine else None
         model = caps.model_id if caps else self.config.engine.model
         device = caps.device if caps else self.config.engine.device
-        self._reply(
-            sender,
-            *p.status_reply(
-                cmd.request_id, self.state, len(self.queue), model, device, __version__
-            ),
+        address, args = p.status_reply(
+            cmd.request_id, self.state, len(self.queue), model, device, __version__
         )
+        # appended to the v1 shape: the state and first file of this sender's job with that id
+        job = self.queue.find(sender, cmd.request_id) if cmd.request_id >= 0 else None
+        args = [*args, job.state if job else "", job.paths[0] if job and job.paths else ""]
+        self._reply(sender, address, args)
 
     def _on_ping(self, cmd: p.PingCommand, sender: Address) -> None:
         self._reply(sender, *p.pong_reply(cmd.request_id))

@@ -167,3 +167,14 @@ def test_default_loop_processing_is_recorded(looping_service, tmp_path):
     request = looping_service.engine.requests[-1]
     assert request.prompt == "ramp, 120 BPM, F minor"
     assert request.seconds_total == pytest.approx(n / RATE + 2.0)
+
+
+def test_status_reports_a_jobs_state_and_path(service):
+    with _client(service) as c:
+        (d,) = c.render_and_wait("ramp", seconds=1, request_id=42, timeout=10)
+        c.send("/latentloop/status", [42])
+        _, args = c.wait_for(42, ["/latentloop/status.reply"], timeout=5)
+        assert args[1] == "ready" and args[6:8] == ["done", d.path]
+        c.send("/latentloop/status", [43])
+        _, args = c.wait_for(43, ["/latentloop/status.reply"], timeout=5)
+        assert args[6:8] == ["", ""]
