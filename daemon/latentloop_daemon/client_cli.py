@@ -67,6 +67,13 @@ def _client(args: argparse.Namespace, listen_port: int = 0) -> Any:
     return Client(args.host, args.port, listen_port=listen_port)
 
 
+def _no_answer(args: argparse.Namespace, what: str) -> int:
+    print(
+        f"latentloop: {what} from {args.host}:{args.port} within {args.timeout:g}s", file=sys.stderr
+    )
+    return 1
+
+
 def run_ping(args: argparse.Namespace) -> int:
     from latentloop_bridge.client import ClientTimeout
 
@@ -75,11 +82,7 @@ def run_ping(args: argparse.Namespace) -> int:
         try:
             version = client.ping(timeout=args.timeout)
         except ClientTimeout:
-            print(
-                f"latentloop: no answer from {args.host}:{args.port} within {args.timeout:g}s",
-                file=sys.stderr,
-            )
-            return 1
+            return _no_answer(args, "no answer")
         print(
             f"pong from {args.host}:{args.port}: protocol {version}, "
             f"{(time.perf_counter() - t0) * 1000:.1f} ms"
@@ -94,11 +97,7 @@ def run_status(args: argparse.Namespace) -> int:
         try:
             s = client.status(timeout=args.timeout)
         except ClientTimeout:
-            print(
-                f"latentloop: no answer from {args.host}:{args.port} within {args.timeout:g}s",
-                file=sys.stderr,
-            )
-            return 1
+            return _no_answer(args, "no answer")
     print(
         f"state {s.state}  queue {s.queue}  model {s.model}  device {s.device}  version {s.version}"
     )
@@ -149,11 +148,7 @@ def run_send(args: argparse.Namespace) -> int:
             print(f"latentloop: render failed: {e.code}: {e.message}", file=sys.stderr)
             return 1
         except ClientTimeout:
-            print(
-                f"latentloop: no result from {args.host}:{args.port} within {args.timeout:g}s",
-                file=sys.stderr,
-            )
-            return 1
+            return _no_answer(args, "no result")
     for d in done:
         print(d.path)
     return 0
