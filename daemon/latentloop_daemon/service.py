@@ -46,7 +46,6 @@ class Service:
         self.server: OscServer | None = None
         self.worker: RenderWorker | None = None
         self.should_exit = threading.Event()
-        self.force_exit = False
         # ids for positional renders: six digits, so Pd's number boxes and [print] show them
         # exactly; above what clients count up to; cycling, so the supply never runs out
         self._assigned_ids = itertools.cycle(range(100_000, 1_000_000))
