@@ -19,6 +19,7 @@ import select
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
@@ -29,6 +30,8 @@ from latentloop_bridge.protocol import ReplyArg, encode_message, error_reply, fa
 from latentloop_bridge.scheduler import Scheduler
 from latentloop_bridge.spec import (
     MAX_DATAGRAM_BYTES,
+    MAX_PARKED,
+    MAX_PARKED_PER_SENDER,
     MAX_SCHEDULE_AHEAD_S,
     MAX_SCHEDULED,
     MAX_SUBSCRIBERS,
@@ -102,6 +105,9 @@ class OscServer:
         self._receiver = threading.Thread(
             target=self._receive_loop, name="latentloop-osc-receive", daemon=True
         )
+        self._parked: Counter[Address] = Counter()  # future-timetagged deliveries waiting
+        self._parked_ids: set[int] = set()
+        self._parked_lock = threading.Lock()
         self._scheduler: Scheduler[Delivery] = Scheduler(
             self._dispatch, max_items=max_scheduled, name="latentloop-osc-dispatch"
         )
@@ -302,9 +308,22 @@ class OscServer:
             self._enqueue(delivery)
 
     def _enqueue(self, delivery: Delivery) -> None:
+        request = delivery.request
+        future = not isinstance(request, ProtocolError) and delivery.due_s > time.monotonic()
+        if future and not self._park(delivery):
+            assert not isinstance(request, ProtocolError)
+            message = (
+                f"too many timetagged messages waiting (at most {MAX_PARKED_PER_SENDER} per "
+                f"sender, {MAX_PARKED} in all)"
+            )
+            self.respond(
+                delivery.sender,
+                *fail_reply(request.reply_id, request.command, FailCode.BUSY, message),
+            )
+            return
         if self._scheduler.submit(delivery.due_s, delivery):
             return
-        request = delivery.request
+        self._unpark(delivery)
         if isinstance(request, ProtocolError):
             reply = error_reply(request)
         else:
@@ -315,7 +334,27 @@ class OscServer:
 
     # --- dispatch thread ------------------------------------------------------------------
 
+    def _park(self, delivery: Delivery) -> bool:
+        """Count a future-timetagged delivery against its sender's and the global bound."""
+        with self._parked_lock:
+            if self._parked[delivery.sender] >= MAX_PARKED_PER_SENDER:
+                return False
+            if sum(self._parked.values()) >= MAX_PARKED:
+                return False
+            self._parked[delivery.sender] += 1
+            self._parked_ids.add(id(delivery))
+            return True
+
+    def _unpark(self, delivery: Delivery) -> None:
+        with self._parked_lock:
+            if id(delivery) in self._parked_ids:
+                self._parked_ids.discard(id(delivery))
+                self._parked[delivery.sender] -= 1
+                if self._parked[delivery.sender] <= 0:
+                    del self._parked[delivery.sender]
+
     def _dispatch(self, delivery: Delivery) -> None:
+        self._unpark(delivery)
         request, sender = delivery.request, delivery.sender
         late_s = time.monotonic() - delivery.due_s
         if late_s > 0.05:

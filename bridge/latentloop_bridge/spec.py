@@ -41,8 +41,12 @@ MAX_KEY_CHARS = 64
 MAX_SUBSCRIBERS = 32
 MAX_SCHEDULED = 1024
 """Messages waiting for dispatch (future bundle elements and immediate ones not yet handled)."""
-MAX_SCHEDULE_AHEAD_S = 3600.0
-"""Bundles timetagged further ahead than this are `invalid`, so the queue cannot be parked."""
+MAX_SCHEDULE_AHEAD_S = 60.0
+"""Bundles timetagged further ahead than this are `invalid` (live-coding latency is well below)."""
+MAX_PARKED_PER_SENDER = 64
+"""Future-timetagged messages one sender may have waiting; more are answered `busy`."""
+MAX_PARKED = 256
+"""Future-timetagged messages waiting in all; immediate ones always keep the rest of the queue."""
 MAX_BUNDLE_DEPTH = 8
 
 INT32_MIN = -(2**31)

@@ -122,7 +122,7 @@ def run_cancel(args: argparse.Namespace) -> int:
 def run_send(args: argparse.Namespace) -> int:
     from latentloop_bridge.client import ClientTimeout, RenderFailed
 
-    from .render_cli import _progress_bar
+    from .progress import progress_bar
 
     fields = {
         "bpm": args.bpm,
@@ -136,7 +136,7 @@ def run_send(args: argparse.Namespace) -> int:
         "variations": args.variations,
         "replace": True if args.replace else None,
     }
-    with _client(args) as client, _progress_bar() as on_step:
+    with _client(args) as client, progress_bar() as on_step:
         try:
             done = client.render_and_wait(
                 args.prompt,

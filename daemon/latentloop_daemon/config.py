@@ -275,12 +275,13 @@ def _to_bool(raw: Any) -> bool:
 
 
 def _check_host(key: str, host: str) -> None:
+    """IPv4 addresses or 'localhost' (the OSC server is IPv4 only)."""
     try:
-        ipaddress.ip_address(host)
+        ipaddress.IPv4Address(host)
     except ValueError:
         if host != "localhost":
             raise ConfigError(
-                f"{key}: expected an IP address or 'localhost', got {host!r}"
+                f"{key}: expected an IPv4 address or 'localhost', got {host!r}"
             ) from None
 
 

@@ -35,6 +35,10 @@ class RenderError(LatentloopError):
     """A render request is invalid or failed."""
 
 
+class OutputError(RenderError):
+    """A file could not be written (disk full, permissions, a name taken meanwhile)."""
+
+
 class RenderCancelled(RenderError):
     """A render was cancelled; raised from the step callback between sampler steps."""
 

@@ -16,6 +16,7 @@ import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from .errors import RenderError
 from .loops import LoopLength
 from .loudness import LoudnessReport, normalize
 from .outputs import to_frames_first
-from .riff import describe_loop, write_loop_wav
+from .riff import describe_loop, key_root_note, write_loop_wav
 from .seam import SeamReport, make_seamless
 from .tempo import TempoEstimate, estimate_tempo
 from .wavfile import slugify, unique_stem, write_json_atomic, write_wav_atomic
@@ -96,6 +97,19 @@ def plan_loop(
     rate = caps.sample_rate
     if rate != length.sample_rate:
         raise ValueError("the loop length must be computed at the model's sample rate")
+    if (
+        length.bars is not None
+        and not (Fraction(length.bars) * length.beats_per_bar).denominator == 1
+    ):
+        raise RenderError(
+            f"bars x beats_per_bar must be a whole number of beats (the loop's tempo is written "
+            f"into the file), got {length.bars:g} x {length.beats_per_bar}"
+        )
+    if key is not None:
+        try:
+            key_root_note(key)
+        except ValueError as e:
+            raise RenderError(f"key: {e}") from e
     limit_s = min(caps.max_seconds_total, caps.window_seconds)
     crossfade_frames = round(s.crossfade_ms * rate / 1000)
     padding_frames = max(round(s.padding_s * rate), crossfade_frames)
@@ -126,7 +140,12 @@ def finish_loop(window: npt.NDArray[np.float32], plan: LoopPlan, s: LoopSettings
     )
     tempo = None
     if s.tempo_check and plan.length.bpm is not None:
-        tempo = estimate_tempo(loop, rate, expected_bpm=plan.length.actual_bpm)
+        expected = plan.length.actual_bpm
+        assert expected is not None
+        # search around the requested tempo (requests may be 20-999 BPM)
+        tempo = estimate_tempo(
+            loop, rate, expected_bpm=expected, min_bpm=expected / 2.5, max_bpm=expected * 2.5
+        )
     return FinishedLoop(loop, seam, loudness, tempo)
 
 

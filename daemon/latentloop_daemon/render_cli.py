@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from .engine import InitAudio, RenderRequest
 from .errors import RenderError
 from .loopjob import LoopSettings
 from .loops import LoopLength, loop_length
+from .progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
         max_rerolls=args.max_rerolls,
     )
     plan = plan_loop(args.prompt, length, args.key, caps, settings)
-    with _progress_bar() as on_step:
+    with progress_bar() as on_step:
         result, loops = render_loops(engine, plan, base, settings, on_step)
     for index, loop in enumerate(loops):
         stem = loop_stem(args.prompt, length, result.seed, len(loops), index)
@@ -203,7 +203,7 @@ def _render_raw(engine: Any, base: RenderRequest, args: argparse.Namespace) -> i
     caps = engine.capabilities
     seconds = args.seconds if args.seconds is not None else min(10.0, caps.max_seconds_total)
     request = dataclasses.replace(base, seconds_total=seconds)
-    with _progress_bar() as on_step:
+    with progress_bar() as on_step:
         result = engine.render(request, on_step=on_step)
     for clip in save_result(result, request, args.out, fmt="float", raw=True):
         print(clip.wav_path)
@@ -250,24 +250,3 @@ def _check_args_before_loading(args: argparse.Namespace) -> None:
         raise RenderError(f"--variations must be >= 1, got {args.variations}")
     if args.init_noise is not None and not args.init_noise > 0:
         raise RenderError(f"--init-noise must be > 0, got {args.init_noise:g}")
-
-
-class _progress_bar:  # noqa: N801 - used as a context manager like a function
-    """A tqdm bar on stderr (hidden when stderr is not a terminal); yields the step callback."""
-
-    def __enter__(self) -> Any:
-        from tqdm import tqdm
-
-        self.bar: Any = None
-        self._tqdm = tqdm
-
-        def on_step(step: int, total: int, sigma: float) -> None:
-            if self.bar is None:
-                self.bar = self._tqdm(total=total, unit="step", file=sys.stderr, disable=None)
-            self.bar.update(step - self.bar.n)
-
-        return on_step
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.close()

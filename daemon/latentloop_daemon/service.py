@@ -27,11 +27,12 @@ from .config import DaemonConfig, parse_target
 from .engine import Engine
 from .errors import LatentloopError
 from .jobs import JobQueue, QueueFull, RenderJob, RenderSpec
+from .wavfile import remove_stale_temp_files
 from .worker import LoopDone, RenderWorker
 
 logger = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_STARTUP, EXIT_FORCED = 0, 3, 130
+EXIT_OK, EXIT_UNEXPECTED, EXIT_STARTUP, EXIT_FORCED = 0, 1, 3, 130
 Address = tuple[str, int]
 
 
@@ -72,6 +73,7 @@ class Service:
         except OSError as e:
             logger.error("cannot create the output folder %s: %s", out_dir, e)
             return EXIT_STARTUP
+        remove_stale_temp_files(out_dir)
         targets = [parse_target("osc.reply_targets", t) for t in cfg.osc.reply_targets]
         self.server = OscServer(
             cfg.osc.host,
@@ -129,7 +131,10 @@ class Service:
             caps.device,
             caps.precision,
         )
-        self.should_exit.wait()
+        while not self.should_exit.wait(0.5):
+            if not self.worker.is_alive():
+                logger.error("the render worker stopped unexpectedly; exiting")
+                return EXIT_UNEXPECTED
         return EXIT_OK
 
     def shutdown(self) -> None:

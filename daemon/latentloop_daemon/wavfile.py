@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .errors import RenderError
+from .errors import OutputError, RenderError
 
 FORMATS = {"pcm24": "PCM_24", "pcm16": "PCM_16", "float": "FLOAT"}
 TEMP_PREFIX = ".latentloop-"
@@ -70,6 +70,22 @@ def unique_stem(folder: Path, stem: str, suffixes: tuple[str, ...] = (".wav", ".
     return candidate
 
 
+def remove_stale_temp_files(folder: Path, older_than_s: float = 60.0) -> int:
+    """Delete our hidden temp files left in ``folder`` by a killed process; return how many."""
+    import time
+
+    removed = 0
+    cutoff = time.time() - older_than_s
+    for tmp in Path(folder).glob(f"{TEMP_PREFIX}*.tmp"):
+        try:
+            if tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
+                removed += 1
+        except OSError:
+            pass  # gone meanwhile, or not ours to delete: leave it
+    return removed
+
+
 def _read_umask() -> int:
     mask = os.umask(0)  # the only way to read it; done once, at import, before threads start
     os.umask(mask)
@@ -86,7 +102,7 @@ def _publish(path: Path, write: Any) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=folder)
     except OSError as e:
-        raise RenderError(f"cannot write to {folder}: {e.strerror or e}") from e
+        raise OutputError(f"cannot write to {folder}: {e.strerror or e}") from e
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -97,13 +113,13 @@ def _publish(path: Path, write: Any) -> Path:
         try:
             os.link(tmp, path)  # atomic, and fails if path exists
         except FileExistsError as e:
-            raise RenderError(f"refusing to overwrite {path}") from e
+            raise OutputError(f"refusing to overwrite {path}") from e
         except OSError:  # no hard links on this filesystem
             if path.exists():
-                raise RenderError(f"refusing to overwrite {path}") from None
+                raise OutputError(f"refusing to overwrite {path}") from None
             os.replace(tmp, path)
     except OSError as e:
-        raise RenderError(f"cannot write {path}: {e.strerror or e}") from e
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
     finally:
         tmp.unlink(missing_ok=True)
     return path

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .engine import Engine, RenderRequest, RenderResult
-from .errors import LatentloopError, RenderCancelled, RenderError
+from .errors import LatentloopError, OutputError, RenderCancelled, RenderError
 from .jobs import CANCELLED, DONE, FAILED, JobQueue, RenderJob
 from .loopjob import (
     FinishedLoop,
@@ -87,8 +87,12 @@ class RenderWorker(threading.Thread):
         try:
             while not self._stopping.is_set():
                 job = self.queue.next(timeout=0.2)
-                if job is not None:
+                if job is None:
+                    continue
+                try:
                     self._run_job(self.engine, job)
+                except Exception:  # a reporting failure must not end the worker
+                    logger.exception("job %d: reporting its outcome failed", job.job_id)
         finally:
             self.engine.close()
 
@@ -135,22 +139,28 @@ class RenderWorker(threading.Thread):
                 job.cancel_event.is_set,
                 lambda n, bpm: self.events.retry(job, n, bpm),
             )
-            written = []
-            for index, loop in enumerate(loops):
-                meta = _meta(job, result, index)
-                wav, _ = write_loop(
-                    loop,
-                    plan,
-                    self.out_dir,
-                    loop_stem(spec.prompt, length, result.seed, len(loops), index),
-                    fmt=self.fmt,
-                    seed=result.seed,
-                    model=caps.model_id,
-                    meta=meta,
-                )
-                written.append(LoopDone.of(wav, plan, result.seed, index, loop))
+            if job.cancel_event.is_set():  # cancelled after the last sampler step
+                raise RenderCancelled("cancelled before the files were written")
+            written: list[LoopDone] = []
+            published: list[Path] = []
+            try:
+                for index, loop in enumerate(loops):
+                    wav, side = write_loop(
+                        loop, plan, self.out_dir,
+                        loop_stem(spec.prompt, length, result.seed, len(loops), index),
+                        fmt=self.fmt, seed=result.seed, model=caps.model_id,
+                        meta=_meta(job, result, index),
+                    )  # fmt: skip
+                    published += [wav, side]
+                    written.append(LoopDone.of(wav, plan, result.seed, index, loop))
+            except BaseException:  # all of the job's files or none: no unannounced leftovers
+                for path in published:
+                    path.unlink(missing_ok=True)
+                raise
         except RenderCancelled as e:
             self._fail(job, CANCELLED, "cancelled", str(e))
+        except OutputError as e:
+            self._fail(job, FAILED, "internal", str(e))
         except (RenderError, ValueError) as e:
             self._fail(job, FAILED, "invalid", str(e))
         except LatentloopError as e:

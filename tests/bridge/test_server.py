@@ -174,6 +174,21 @@ def test_full_dispatch_queue_is_answered_busy(make_server, udp) -> None:
     )
 
 
+def test_one_sender_cannot_park_the_queue_with_future_bundles(make_server, udp) -> None:
+    from latentloop_bridge.spec import MAX_PARKED_PER_SENDER
+
+    server, _ = make_server()
+    flooder, other = udp(), udp()
+    later = unix_to_ntp(time.time() + 50)
+    pings = [encode_message("/latentloop/ping", [i]) for i in range(MAX_PARKED_PER_SENDER + 3)]
+    flooder.sendto(bundle(later, *pings), server.bound_address)
+    busy = [receive(flooder)[:2] for _ in range(3)]
+    assert all(address == "/latentloop/fail" and args[2] == "busy" for address, args in busy)
+    assert "too many timetagged messages waiting" in str(busy[0][1][3])
+    other.sendto(encode_message("/latentloop/ping", [77]), server.bound_address)
+    assert receive(other)[:2] == ("/latentloop/pong", [77, 1])  # immediate ones still pass
+
+
 @pytest.mark.parametrize(
     ("data", "fail"),
     [

@@ -178,3 +178,33 @@ def test_status_reports_a_jobs_state_and_path(service):
         c.send("/latentloop/status", [43])
         _, args = c.wait_for(43, ["/latentloop/status.reply"], timeout=5)
         assert args[6:8] == ["", ""]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"bpm": 120, "bars": 2.3}, "whole number of beats"),
+        ({"bpm": 120, "bars": 1, "key": "H minor"}, "key: cannot read a key"),
+    ],
+)
+def test_requests_that_cannot_make_a_loop_fail_before_rendering(service, options, message):
+    before = len(service.engine.requests)
+    with _client(service) as c, pytest.raises(RenderFailed) as e:
+        c.render_and_wait("ramp", timeout=10, **options)
+    assert e.value.code == "invalid" and message in e.value.message
+    assert len(service.engine.requests) == before  # refused before the model ran
+
+
+def test_stale_temp_files_are_removed_at_start(tmp_path):
+    import os
+
+    stale = tmp_path / ".latentloop-abc.tmp"
+    fresh = tmp_path / ".latentloop-def.tmp"
+    stale.write_bytes(b"half a file")
+    fresh.write_bytes(b"another process is writing")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    svc, thread = _start(tmp_path)
+    try:
+        assert not stale.exists() and fresh.exists()
+    finally:
+        _stop(svc, thread)
