@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from . import __version__
 from .engine import Capabilities, Engine, RenderRequest, RenderResult
 from .errors import RenderError
 from .loops import LoopLength
@@ -248,21 +247,41 @@ def loop_stem(prompt: str, length: LoopLength, seed: int, count: int, index: int
     return stem + (f"_v{index + 1}" if count > 1 else "")
 
 
-def render_meta(
-    result: RenderResult, index: int, prompt: str, negative: str | None
-) -> dict[str, Any]:
-    """Sidecar fields common to every loop: what was asked, seed, batch, settings, timings."""
-    return {
-        "software": f"latentloop {__version__}",
-        "prompt": prompt,
-        "negative_prompt": negative,
-        "seed": result.seed,
-        "batch_size": result.batch_size,
-        "variation_index": index,
-        "reproduce": "same model, final prompt, seed, batch_size and settings give this variation",
-        "settings": result.settings,
-        "timings_s": result.timings_s,
-    }
+def write_loops(
+    loops: list[FinishedLoop],
+    plan: LoopPlan,
+    result: RenderResult,
+    out_dir: Path,
+    prompt: str,
+    *,
+    fmt: str,
+    model: str,
+    meta_for: Callable[[int], dict[str, Any]],
+) -> list[Path]:
+    """Write every variation (``write_loop``); all of them or none: if one fails, the files
+    already published for this render are removed. Returns the WAV paths in variation order."""
+    published: list[Path] = []
+    wavs: list[Path] = []
+    try:
+        for index, loop in enumerate(loops):
+            stem = loop_stem(prompt, plan.length, result.seed, len(loops), index)
+            wav, side = write_loop(
+                loop,
+                plan,
+                out_dir,
+                stem,
+                fmt=fmt,
+                seed=result.seed,
+                model=model,
+                meta=meta_for(index),
+            )
+            published += [wav, side]
+            wavs.append(wav)
+    except BaseException:
+        for path in published:
+            path.unlink(missing_ok=True)
+        raise
+    return wavs
 
 
 def _plain(obj: Any) -> Any:

@@ -122,7 +122,8 @@ def read_init_audio(path: Path) -> InitAudio:
 def run(args: argparse.Namespace) -> int:
     """Handle ``latentloop render``; return the exit code."""
     from .backends import load_engine
-    from .loopjob import loop_stem, plan_loop, render_loops, render_meta, write_loop
+    from .loopjob import plan_loop, render_loops, write_loops
+    from .outputs import render_meta
 
     if args.out.exists() and not args.out.is_dir():  # fail now, not after a long render
         raise RenderError(f"--out {args.out} is a file, not a folder")
@@ -171,19 +172,17 @@ def run(args: argparse.Namespace) -> int:
     plan = plan_loop(args.prompt, length, args.key, caps, settings)
     with progress_bar() as on_step:
         result, loops = render_loops(engine, plan, base, settings, on_step)
-    for index, loop in enumerate(loops):
-        stem = loop_stem(args.prompt, length, result.seed, len(loops), index)
-        meta = render_meta(result, index, args.prompt, args.negative)
-        wav, _ = write_loop(
-            loop,
-            plan,
-            args.out,
-            stem,
-            fmt=args.format,
-            seed=result.seed,
-            model=caps.model_id,
-            meta=meta,
-        )
+    wavs = write_loops(
+        loops,
+        plan,
+        result,
+        args.out,
+        args.prompt,
+        fmt=args.format,
+        model=caps.model_id,
+        meta_for=lambda index: render_meta(result, index, args.prompt, args.negative),
+    )
+    for wav in wavs:
         print(wav)
     logger.info(
         "rendered %d file(s) in %.1fs (seed %d)",
@@ -198,15 +197,15 @@ def _render_raw(engine: Any, base: RenderRequest, args: argparse.Namespace) -> i
     """--raw: the model's full window untouched, float32 (seconds_total from --seconds)."""
     import dataclasses
 
-    from .outputs import save_result
+    from .outputs import save_raw
 
     caps = engine.capabilities
     seconds = args.seconds if args.seconds is not None else min(10.0, caps.max_seconds_total)
     request = dataclasses.replace(base, seconds_total=seconds)
     with progress_bar() as on_step:
         result = engine.render(request, on_step=on_step)
-    for clip in save_result(result, request, args.out, fmt="float", raw=True):
-        print(clip.wav_path)
+    for wav in save_raw(result, request, args.out):
+        print(wav)
     return 0
 
 

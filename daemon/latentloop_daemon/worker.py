@@ -23,13 +23,12 @@ from .loopjob import (
     FinishedLoop,
     LoopPlan,
     LoopSettings,
-    loop_stem,
     plan_loop,
     render_loops,
-    render_meta,
-    write_loop,
+    write_loops,
 )
 from .loops import loop_length
+from .outputs import render_meta
 
 logger = logging.getLogger(__name__)
 
@@ -141,22 +140,20 @@ class RenderWorker(threading.Thread):
             )
             if job.cancel_event.is_set():  # cancelled after the last sampler step
                 raise RenderCancelled("cancelled before the files were written")
-            written: list[LoopDone] = []
-            published: list[Path] = []
-            try:
-                for index, loop in enumerate(loops):
-                    wav, side = write_loop(
-                        loop, plan, self.out_dir,
-                        loop_stem(spec.prompt, length, result.seed, len(loops), index),
-                        fmt=self.fmt, seed=result.seed, model=caps.model_id,
-                        meta=_meta(job, result, index),
-                    )  # fmt: skip
-                    published += [wav, side]
-                    written.append(LoopDone.of(wav, plan, result.seed, index, loop))
-            except BaseException:  # all of the job's files or none: no unannounced leftovers
-                for path in published:
-                    path.unlink(missing_ok=True)
-                raise
+            wavs = write_loops(
+                loops,
+                plan,
+                result,
+                self.out_dir,
+                spec.prompt,
+                fmt=self.fmt,
+                model=caps.model_id,
+                meta_for=lambda index: _meta(job, result, index),
+            )
+            written = [
+                LoopDone.of(wav, plan, result.seed, index, loop)
+                for index, (wav, loop) in enumerate(zip(wavs, loops, strict=True))
+            ]
         except RenderCancelled as e:
             self._fail(job, CANCELLED, "cancelled", str(e))
         except OutputError as e:
