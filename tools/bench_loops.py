@@ -24,10 +24,10 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from latentloop_daemon.loops import loop_frames
-from latentloop_daemon.loudness import normalize
-from latentloop_daemon.seam import make_seamless
-from latentloop_daemon.tempo import estimate_tempo
+from latentloop_daemon.loops.length import loop_frames
+from latentloop_daemon.loops.loudness import normalize
+from latentloop_daemon.loops.seam import make_seamless
+from latentloop_daemon.loops.tempo import estimate_tempo
 
 SAMPLE_RATE = 44100
 BPM, BARS, BEATS_PER_BAR = 120.0, 8, 4

@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from latentloop_daemon.loops import loop_frames
-    from latentloop_daemon.seam import make_seamless, seam_metric
+    from latentloop_daemon.loops.length import loop_frames
+    from latentloop_daemon.loops.seam import make_seamless, seam_metric
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path, help="folder for the PNG files")

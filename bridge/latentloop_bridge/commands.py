@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from latentloop_bridge.errors import NO_ID
 
 Address = tuple[str, int]
 """A UDP endpoint: (IPv4 host, port), as `socket.recvfrom` returns it."""
-
-RenderForm = Literal["canonical", "positional"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +37,6 @@ class RenderCommand:
     cfg: float | None = None
     variations: int = 1
     replace: bool = False
-    form: RenderForm = "canonical"
 
     @property
     def reply_id(self) -> int:

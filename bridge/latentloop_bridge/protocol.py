@@ -19,7 +19,6 @@ from latentloop_bridge.commands import (
     NotifyCommand,
     PingCommand,
     RenderCommand,
-    RenderForm,
     StatusCommand,
 )
 from latentloop_bridge.errors import NO_ID, UNKNOWN_COMMAND, FailCode, ProtocolError
@@ -68,7 +67,7 @@ from latentloop_bridge.values import (
 
 __all__ = [
     "Address", "CancelCommand", "Command", "NotifyCommand", "PingCommand", "RenderCommand",
-    "RenderForm", "StatusCommand", "NO_ID", "UNKNOWN_COMMAND", "FailCode", "ProtocolError",
+    "StatusCommand", "NO_ID", "UNKNOWN_COMMAND", "FailCode", "ProtocolError",
     "IMMEDIATELY", "TimedMessage", "ntp_to_unix", "parse_packet", "unix_to_ntp", "CANCEL",
     "DEFAULT_HOST", "DEFAULT_PORT", "DONE", "FAIL", "NOTIFY", "NOTIFY_REPLY", "PING", "PONG",
     "RETRY",
@@ -111,7 +110,7 @@ def parse_message(address: str, args: Sequence[OscArg]) -> Command:
         ) from None
 
 
-def _on_render(args: Sequence[OscArg]) -> RenderCommand:
+def _parse_render(args: Sequence[OscArg]) -> RenderCommand:
     if len(args) < 2:
         raise InvalidValue(
             f"render needs at least 2 arguments, got {len(args)}: "
@@ -131,33 +130,33 @@ def _on_render(args: Sequence[OscArg]) -> RenderCommand:
     )
 
 
-def _on_cancel(args: Sequence[OscArg]) -> CancelCommand:
+def _parse_cancel(args: Sequence[OscArg]) -> CancelCommand:
     _check_count(args, 1, 1, "cancel <id> (-1: all your jobs)")
     return CancelCommand(as_request_id(args[0], allow_none_id=True))
 
 
-def _on_status(args: Sequence[OscArg]) -> StatusCommand:
+def _parse_status(args: Sequence[OscArg]) -> StatusCommand:
     _check_count(args, 0, 1, "status [<id>]")
     return StatusCommand(as_request_id(args[0], allow_none_id=True) if args else NO_ID)
 
 
-def _on_ping(args: Sequence[OscArg]) -> PingCommand:
+def _parse_ping(args: Sequence[OscArg]) -> PingCommand:
     _check_count(args, 0, 1, "ping [<id>]")
     return PingCommand(as_request_id(args[0], allow_none_id=True) if args else NO_ID)
 
 
-def _on_notify(args: Sequence[OscArg]) -> NotifyCommand:
+def _parse_notify(args: Sequence[OscArg]) -> NotifyCommand:
     _check_count(args, 1, 2, "notify <1|0> [<port>]")
     port = as_port("port", args[1]) if len(args) == 2 else None
     return NotifyCommand(as_flag("notify flag", args[0]), port)
 
 
 _PARSERS: dict[str, Callable[[Sequence[OscArg]], Command]] = {
-    RENDER: _on_render,
-    CANCEL: _on_cancel,
-    STATUS: _on_status,
-    PING: _on_ping,
-    NOTIFY: _on_notify,
+    RENDER: _parse_render,
+    CANCEL: _parse_cancel,
+    STATUS: _parse_status,
+    PING: _parse_ping,
+    NOTIFY: _parse_notify,
 }
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
-from latentloop_bridge.commands import RenderCommand, RenderForm
-from latentloop_bridge.spec import MAX_KEY_CHARS, MAX_PROMPT_CHARS
+from latentloop_bridge.commands import RenderCommand
+from latentloop_bridge.spec import MAX_KEY_CHARS, MAX_PROMPT_CHARS, RANGES, Range
 from latentloop_bridge.values import (
     InvalidValue,
     OscArg,
@@ -29,23 +29,20 @@ from latentloop_bridge.values import (
 T = TypeVar("T")
 Converter = Callable[[str, OscArg], T]
 
-MAX_SECONDS = 600.0
-"""Upper bound on `seconds`; the daemon checks every length against the model's own maximum."""
 
-
-def _number(low: float, high: float, *, low_open: bool = False) -> Converter[float]:
+def _number(r: Range) -> Converter[float]:
     def convert(name: str, value: OscArg) -> float:
         number = as_number(name, value)
-        check_range(name, number, low, high, low_open=low_open)
+        check_range(name, number, r.low, r.high, low_open=r.low_open)
         return number
 
     return convert
 
 
-def _whole(low: int, high: int) -> Converter[int]:
+def _whole(r: Range) -> Converter[int]:
     def convert(name: str, value: OscArg) -> int:
         number = as_whole(name, value)
-        check_range(name, number, low, high)
+        check_range(name, number, int(r.low), int(r.high))
         return number
 
     return convert
@@ -57,13 +54,13 @@ def _text(limit: int) -> Converter[str]:
 
 _prompt = _text(MAX_PROMPT_CHARS)
 _key = _text(MAX_KEY_CHARS)
-_bpm = _number(20, 999)
-_bars = _number(0, 64, low_open=True)
-_beats_per_bar = _whole(1, 32)
-_seconds = _number(0, MAX_SECONDS, low_open=True)
-_steps = _whole(1, 1000)
-_cfg = _number(0, 100)
-_variations = _whole(1, 16)
+_bpm = _number(RANGES["bpm"])
+_bars = _number(RANGES["bars"])
+_beats_per_bar = _whole(RANGES["beats_per_bar"])
+_seconds = _number(RANGES["seconds"])
+_steps = _whole(RANGES["steps"])
+_cfg = _number(RANGES["cfg"])
+_variations = _whole(RANGES["variations"])
 
 NAMES = (
     "prompt",
@@ -87,7 +84,7 @@ def parse_canonical(client_id: int, pairs: Sequence[OscArg]) -> RenderCommand:
     raw = _collect_pairs(pairs)
     if "prompt" not in raw:
         raise InvalidValue("prompt is missing: render <id> prompt <text> ...")
-    return _build(client_id, "canonical", raw)
+    return _build(client_id, raw)
 
 
 def parse_positional(args: Sequence[OscArg]) -> RenderCommand:
@@ -102,7 +99,7 @@ def parse_positional(args: Sequence[OscArg]) -> RenderCommand:
     raw: dict[str, OscArg] = {"bpm": args[0], "bars": args[1], "prompt": prompt}
     if not prompt:
         raise InvalidValue("positional render needs prompt words after <bpm> <bars>")
-    return _build(None, "positional", raw)
+    return _build(None, raw)
 
 
 def _prompt_word(index: int, word: OscArg) -> str:
@@ -138,7 +135,7 @@ def _get(raw: Mapping[str, OscArg], name: str, convert: Converter[T]) -> T | Non
     return convert(name, raw[name]) if name in raw else None
 
 
-def _build(client_id: int | None, form: RenderForm, raw: Mapping[str, OscArg]) -> RenderCommand:
+def _build(client_id: int | None, raw: Mapping[str, OscArg]) -> RenderCommand:
     prompt = _get(raw, "prompt", _prompt) or ""
     if not prompt:
         raise InvalidValue("prompt must not be empty")
@@ -160,7 +157,6 @@ def _build(client_id: int | None, form: RenderForm, raw: Mapping[str, OscArg]) -
         cfg=_get(raw, "cfg", _cfg),
         variations=_get(raw, "variations", _variations) or 1,
         replace=_get(raw, "replace", as_flag) or False,
-        form=form,
     )
 
 

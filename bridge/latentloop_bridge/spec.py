@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 PROTOCOL_VERSION = 1
 """Sent in `/latentloop/pong`; bumped only when a v1 shape changes (v1 shapes may only grow)."""
 
@@ -48,6 +50,37 @@ MAX_PARKED_PER_SENDER = 64
 MAX_PARKED = 256
 """Future-timetagged messages waiting in all; immediate ones always keep the rest of the queue."""
 MAX_BUNDLE_DEPTH = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """A request parameter's allowed values: ``low..high`` (``low`` excluded when ``low_open``)."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    whole: bool = False  # an integer parameter
+
+    def contains(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        return above and value <= self.high
+
+    def describe(self) -> str:
+        low = f"{self.low:g}"
+        return f"{'> ' + low + ' and <= ' if self.low_open else low + '..'}{self.high:g}"
+
+
+RANGES: dict[str, Range] = {
+    "bpm": Range(20, 999),
+    "bars": Range(0, 64, low_open=True),
+    "beats_per_bar": Range(1, 32, whole=True),
+    "seconds": Range(0, 600, low_open=True),
+    "steps": Range(1, 1000, whole=True),
+    "cfg": Range(0, 100),
+    "variations": Range(1, 16, whole=True),
+}
+"""Protocol v1's ranges: the one definition, used by the parser, the daemon's config and the
+`latentloop render` command. The daemon checks lengths against the model's own maximum too."""
 
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1

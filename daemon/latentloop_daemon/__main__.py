@@ -1,5 +1,5 @@
 """`python -m latentloop_daemon` runs the `latentloop` command."""
 
-from .cli import main
+from latentloop_daemon.cli import main
 
 raise SystemExit(main())

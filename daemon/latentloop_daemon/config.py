@@ -1,7 +1,11 @@
-"""Daemon settings: frozen dataclass sections, loaded as defaults < TOML < environment < CLI.
+"""Settings of ``latentloop serve`` and ``latentloop render``: frozen dataclass sections,
+loaded as defaults < TOML < environment < CLI flags.
 
-Environment variables are ``LATENTLOOP_<SECTION>_<KEY>`` (e.g. ``LATENTLOOP_OSC_PORT=7880``).
-Unknown keys and bad values fail with a ConfigError naming the key. Every key is documented in
+Sections: ``[osc]``, ``[engine]``, ``[render]``, ``[audio]``, and one per model backend
+(``[sat]``; the backend registry supplies its dataclass). Environment variables are
+``LATENTLOOP_<SECTION>_<KEY>`` (e.g. ``LATENTLOOP_OSC_PORT=7880``, ``LATENTLOOP_SAT_T5``).
+Unknown keys and bad values fail with a ConfigError naming the key; keys that moved (``[engine]
+t5`` -> ``[sat] t5``) still work, with a deprecation warning. Every key is documented in
 docs/config.md. Parsed once in the CLI and passed down; no globals.
 """
 
@@ -9,20 +13,23 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import logging
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import Any
 
-from .errors import ConfigError
+from latentloop_bridge.spec import RANGES
+from latentloop_daemon.backends import BACKENDS, DEFAULT_BACKEND, get_backend
+from latentloop_daemon.engine import PRECISIONS
+from latentloop_daemon.errors import ConfigError
+from latentloop_daemon.files.formats import FORMAT_NAMES
 
-if TYPE_CHECKING:
-    from .loopjob import LoopSettings
+logger = logging.getLogger(__name__)
 
-FORMATS = ("pcm24", "pcm16", "float")
-PRECISIONS = ("auto", "reference", "fp32", "fp16", "bf16")
 LOADING_POLICIES = ("fail", "queue")
 SEAM_MODES = ("auto", "equal_gain", "equal_power")
 
@@ -49,16 +56,16 @@ class EngineConfig:
     """Which model to load, where, and how."""
 
     model: str = "tiny"
+    backend: str = DEFAULT_BACKEND  # the registry key (backends.BACKENDS); its options: [<name>]
     device: str = "auto"
     precision: str = "auto"
-    t5: str = ""  # folder with a T5 encoder + tokenizer; "" = from the model folder or cache
-    offline: bool = False
-    trust_checkpoint: bool = False
+    offline: bool = False  # never contact the Hugging Face Hub (HF_HUB_OFFLINE=1 does the same)
     warmup: bool = True  # one short render at start-up so the first request is fast
 
     def __post_init__(self) -> None:
         if not self.model:
             raise ConfigError("engine.model must not be empty")
+        get_backend(self.backend)
         if self.precision not in PRECISIONS:
             raise ConfigError(
                 f"engine.precision must be one of {PRECISIONS}, got {self.precision!r}"
@@ -67,7 +74,7 @@ class EngineConfig:
 
 @dataclass(frozen=True, slots=True)
 class RenderConfig:
-    """Jobs, files and limits."""
+    """Jobs, files and loop making; ``latentloop render`` reads this section too."""
 
     out_dir: str = "out"
     format: str = "pcm24"
@@ -92,8 +99,8 @@ class RenderConfig:
     max_rerolls: int = 0  # re-render with new seeds while the tempo is off by more
 
     def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise ConfigError(f"render.format must be one of {FORMATS}, got {self.format!r}")
+        if self.format not in FORMAT_NAMES:
+            raise ConfigError(f"render.format must be one of {FORMAT_NAMES}, got {self.format!r}")
         if self.while_loading not in LOADING_POLICIES:
             raise ConfigError(
                 f"render.while_loading must be one of {LOADING_POLICIES}, "
@@ -101,9 +108,10 @@ class RenderConfig:
             )
         _check_range("render.queue_size", self.queue_size, 1, 1000)
         _check_range("render.history_size", self.history_size, 1, 100000)
-        _check_range("render.beats_per_bar", self.beats_per_bar, 1, 32)
-        _check_range("render.bars", self.bars, 0.25, 64)
-        _check_range("render.seconds", self.seconds, 0.1, 600)
+        for name in ("beats_per_bar", "bars", "seconds"):  # protocol v1's ranges
+            r, value = RANGES[name], getattr(self, name)
+            if not r.contains(value):
+                raise ConfigError(f"render.{name} must be {r.describe()}, got {value!r}")
         _check_range("render.progress_interval_s", self.progress_interval_s, 0.0, 60)
         _check_range("render.cancel_timeout_s", self.cancel_timeout_s, 0.1, 600)
         _check_range("render.crossfade_ms", self.crossfade_ms, 0, 500)
@@ -117,18 +125,6 @@ class RenderConfig:
         _check_range("render.tempo_tolerance_pct", self.tempo_tolerance_pct, 0, 100)
         _check_range("render.max_rerolls", self.max_rerolls, 0, 10)
 
-    def loop_settings(self) -> LoopSettings:
-        """The loop-processing part of this section."""
-        from .loopjob import LoopSettings
-
-        return LoopSettings(
-            crossfade_ms=self.crossfade_ms, seam_mode=self.seam_mode, padding_s=self.padding_s,
-            normalize=self.normalize, target_lufs=self.target_lufs,
-            ceiling_dbtp=self.ceiling_dbtp, limiter=self.limiter,
-            tempo_in_prompt=self.tempo_in_prompt, tempo_check=self.tempo_check,
-            tempo_tolerance_pct=self.tempo_tolerance_pct, max_rerolls=self.max_rerolls,
-        )  # fmt: skip
-
 
 @dataclass(frozen=True, slots=True)
 class AudioConfig:
@@ -138,22 +134,38 @@ class AudioConfig:
     device: str = ""
 
 
+def _default_backend_options() -> Mapping[str, Any]:
+    return MappingProxyType({name: b.options() for name, b in BACKENDS.items()})
+
+
 @dataclass(frozen=True, slots=True)
 class DaemonConfig:
-    """All settings of ``latentloop serve``."""
+    """All settings: ``serve`` uses every section, ``render`` [engine], [render] and backends'."""
 
     osc: OscConfig = field(default_factory=OscConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
+    backends: Mapping[str, Any] = field(default_factory=_default_backend_options)
+
+    def backend_options(self, name: str | None = None) -> Any:
+        """The options section of backend ``name`` (default: the one ``[engine]`` chooses)."""
+        return self.backends[name or self.engine.backend]
 
 
-SECTIONS: dict[str, type] = {
+CORE_SECTIONS: dict[str, type] = {
     "osc": OscConfig,
     "engine": EngineConfig,
     "render": RenderConfig,
     "audio": AudioConfig,
 }
+SECTIONS: dict[str, type] = {**CORE_SECTIONS, **{n: b.options for n, b in BACKENDS.items()}}
+
+MOVED_KEYS: dict[str, str] = {
+    "engine.t5": "sat.t5",
+    "engine.trust_checkpoint": "sat.trust_checkpoint",
+}
+"""Keys that moved to a backend's section; the old names still work, with a warning."""
 
 
 def load_config(
@@ -180,7 +192,8 @@ def load_config(
             sections[name] = cls(**values[name])
         except TypeError as e:
             raise ConfigError(f"{name}: {e}") from e
-    return DaemonConfig(**sections)
+    core = {name: sections.pop(name) for name in CORE_SECTIONS}
+    return DaemonConfig(**core, backends=MappingProxyType(sections))
 
 
 def parse_target(key: str, target: str) -> tuple[str, int]:
@@ -225,8 +238,17 @@ def _merge(values: dict[str, dict[str, Any]], data: Mapping[str, Any], source: s
             )
         if not isinstance(entries, Mapping):
             raise ConfigError(f"{source}: [{section}] must be a table")
-        fields = {f.name: f for f in dataclasses.fields(SECTIONS[section])}
         for key, raw in entries.items():
+            moved = MOVED_KEYS.get(f"{section}.{key}")
+            if moved is not None:
+                logger.warning(
+                    "%s: %s.%s is deprecated; use %s (environment: LATENTLOOP_%s)",
+                    source, section, key, moved, moved.replace(".", "_").upper(),
+                )  # fmt: skip
+                new_section, _, new_key = moved.partition(".")
+                _merge(values, {new_section: {new_key: raw}}, source)
+                continue
+            fields = {f.name: f for f in dataclasses.fields(SECTIONS[section])}
             if key not in fields:
                 known = ", ".join(fields)
                 raise ConfigError(f"{source}: unknown key {section}.{key}; known: {known}")

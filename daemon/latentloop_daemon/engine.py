@@ -19,6 +19,10 @@ import numpy.typing as npt
 StepFn = Callable[[int, int, float], None]  # (step, total, sigma)
 CancelFn = Callable[[], bool]
 
+PRECISIONS = ("auto", "reference", "fp32", "fp16", "bf16")
+"""Precision modes every backend accepts: ``reference`` is bit-exact with the backend's reference
+implementation; ``auto`` is the backend's choice for the device (docs/models.md)."""
+
 
 @dataclass(frozen=True, slots=True)
 class InitAudio:
@@ -103,3 +107,8 @@ class Engine(Protocol):
     ) -> RenderResult: ...
 
     def close(self) -> None: ...
+
+
+def to_frames_first(audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """The one place that turns [C, N] (engine layout) into (N, C) (soundfile/sounddevice)."""
+    return np.ascontiguousarray(audio.T)

@@ -41,11 +41,3 @@ class OutputError(RenderError):
 
 class RenderCancelled(RenderError):
     """A render was cancelled; raised from the step callback between sampler steps."""
-
-
-class AudioDeviceError(LatentloopError):
-    """An audio device could not be opened or failed."""
-
-
-class ProtocolError(LatentloopError):
-    """An OSC message is malformed or names an unknown address."""

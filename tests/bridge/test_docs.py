@@ -49,7 +49,7 @@ RENDER = "/latentloop/render"
         ),
         (  # liblo oscsend, positional
             typed(RENDER, "ffsss", 92.0, 4.0, "dusty", "boom", "bap"),
-            RenderCommand(None, "dusty boom bap", bpm=92.0, bars=4.0, form="positional"),
+            RenderCommand(None, "dusty boom bap", bpm=92.0, bars=4.0),
         ),
         (  # Pd [oscformat -f isssisisi latentloop render]
             typed(RENDER, "isssisisi", 7, "prompt", "pads", "bpm", 120, "bars", 8, "seed", 1234),
@@ -57,11 +57,11 @@ RENDER = "/latentloop/render"
         ),
         (  # Pd [oscformat latentloop render] (floats) and Max message box (ints)
             typed(RENDER, "ffssss", 92.0, 4.0, "dusty", "boom", "bap", "drums"),
-            RenderCommand(None, "dusty boom bap drums", bpm=92.0, bars=4.0, form="positional"),
+            RenderCommand(None, "dusty boom bap drums", bpm=92.0, bars=4.0),
         ),
         (  # Tidal ArgList [bpm, bars, prompt]
             typed(RENDER, "ffs", 92.0, 4.0, "dusty boom bap drums"),
-            RenderCommand(None, "dusty boom bap drums", bpm=92.0, bars=4.0, form="positional"),
+            RenderCommand(None, "dusty boom bap drums", bpm=92.0, bars=4.0),
         ),
         (  # sclang sendMsg with Symbols and a string seed
             typed(RENDER, "isssisiss", 1, "prompt", "dusty boom bap drums", "bpm", 92, "bars",

@@ -99,7 +99,6 @@ def test_canonical_every_name_any_order() -> None:
         cfg=6.5,
         variations=3,
         replace=True,
-        form="canonical",
     )
 
 
@@ -187,7 +186,7 @@ def test_numbers_are_accepted_as_text_values() -> None:
 def test_positional_max_style_ints_and_symbols() -> None:
     data = datagram(RENDER, ("i", 92), ("i", 4), ("s", "dusty"), ("s", "boom"), ("s", "bap"))
     assert parse_datagram(data) == RenderCommand(
-        client_id=None, prompt="dusty boom bap", bpm=92.0, bars=4.0, form="positional"
+        client_id=None, prompt="dusty boom bap", bpm=92.0, bars=4.0
     )
 
 
@@ -211,7 +210,6 @@ def test_positional_pd_style_all_floats_and_numeric_words() -> None:
         prompt="128 bpm tech 0.5 808 2.25 909 house",
         bpm=128.0,
         bars=4.0,
-        form="positional",
     )
 
 

@@ -23,7 +23,7 @@ import soundfile as sf
 from latentloop_daemon import cli
 from latentloop_daemon.backends.sat.backend import SatEngine
 from latentloop_daemon.engine import RenderRequest
-from latentloop_daemon.wavfile import TEMP_PREFIX
+from latentloop_daemon.files.atomic import TEMP_PREFIX
 
 PROMPT = "128 BPM tech house drum loop"
 FIRST = ["--model", "tiny", "--seconds", "2", "--steps", "2", "--seed", "3", "--device", "cpu"]
@@ -213,14 +213,14 @@ def test_init_audio_mono_at_another_rate(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--seconds", "0"], "--seconds must be > 0, got 0"),  # checked before loading
-        (["--seconds", "999"], "a 999.00 s loop plus 2.00 s of padding is longer than tiny"),
-        (["--steps", "0"], "--steps must be >= 1, got 0"),
+        (["--seconds", "0"], "seconds must be > 0 and <= 600, got 0"),  # checked before loading
+        (["--seconds", "500"], "a 500.00 s loop plus 2.00 s of padding is longer than tiny"),
+        (["--steps", "0"], "steps must be 1..1000, got 0"),
         (["--sampler", "nope"], "unknown sampler 'nope' for this model; use one of dpmpp-3m-sde, "),
-        (["--variations", "0"], "--variations must be >= 1, got 0"),
+        (["--variations", "0"], "variations must be 1..16, got 0"),
         (["--variations", "17"], "variations must be 1..16, got 17"),
     ],
-    ids=["seconds-0", "seconds-999", "steps-0", "sampler-nope", "variations-0", "variations-17"],
+    ids=["seconds-0", "seconds-500", "steps-0", "sampler-nope", "variations-0", "variations-17"],
 )
 def test_invalid_request_exits_2(tmp_path, capsys, args, message):
     out = tmp_path / "out"
@@ -243,7 +243,7 @@ def _write_unreadable(tmp: Path) -> str:
 @pytest.mark.parametrize(
     ("make_args", "message"),
     [
-        (lambda tmp: ["--init-noise", "0.3"], "latentloop: --init-noise needs --init FILE"),
+        (lambda tmp: ["--init-noise", "0.3"], "latentloop: init_noise_level needs init audio"),
         (
             lambda tmp: ["--init", "missing.wav"],
             "latentloop: cannot read init audio missing.wav: not an existing file",
@@ -271,7 +271,7 @@ def test_out_that_is_a_file_exits_2(tmp_path):
     done = _render_subprocess([*SMALL, "--out", str(target)], tmp_path)
     assert done.returncode == 2, done.stderr
     assert done.stdout == ""
-    assert f"latentloop: --out {target} is a file, not a folder" in done.stderr
+    assert f"latentloop: the output folder {target} is a file" in done.stderr
     assert "Traceback" not in done.stderr
     assert target.read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # no out folder, nothing

@@ -4,13 +4,14 @@ import threading
 
 import pytest
 
-from latentloop_daemon.jobs import JobQueue, QueueFull, RenderJob, RenderSpec
+from latentloop_daemon.loops.pipeline import LoopRequest
+from latentloop_daemon.service.jobs import JobQueue, QueueFull, RenderJob
 
 A, B = ("127.0.0.1", 9001), ("127.0.0.1", 9002)
 
 
 def _job(q, sender, rid):
-    return RenderJob(q.new_job_id(), rid, sender, RenderSpec(prompt=f"p{rid}"))
+    return RenderJob(q.new_job_id(), rid, sender, LoopRequest(prompt=f"p{rid}"))
 
 
 def test_positions_and_bound():

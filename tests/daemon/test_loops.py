@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from latentloop_daemon.loops import loop_frames, loop_length
+from latentloop_daemon.loops.length import loop_frames, loop_length
 
 
 def test_known_values():

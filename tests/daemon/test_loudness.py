@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.signal import resample_poly
 
-from latentloop_daemon.loudness import loop_loudness_lufs, normalize, true_peak_dbtp
+from latentloop_daemon.loops.loudness import loop_loudness_lufs, normalize, true_peak_dbtp
 
 SR = 44100
 

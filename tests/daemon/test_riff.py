@@ -13,8 +13,8 @@ import soundfile as sf
 from tests.conftest import require_tool
 
 from latentloop_daemon.errors import RenderError
-from latentloop_daemon.loops import loop_frames
-from latentloop_daemon.riff import (
+from latentloop_daemon.files.atomic import TEMP_PREFIX, write_wav_atomic
+from latentloop_daemon.files.riff import (
     LoopInfo,
     describe_loop,
     encode_chunks,
@@ -23,7 +23,7 @@ from latentloop_daemon.riff import (
     title_from_prompt,
     write_loop_wav,
 )
-from latentloop_daemon.wavfile import TEMP_PREFIX, write_wav_atomic
+from latentloop_daemon.loops.length import loop_frames
 
 BPM, BARS = 171.3, 3  # a tempo that gives a non-integer frame count, and > 2 bars
 PROMPT = "dark techno loop with rolling bass, F minor, 171 bpm"  # 52 chars: odd with its NUL
@@ -245,7 +245,7 @@ def test_fractional_bars_round_to_whole_beats(caplog):
     frames = loop_frames(120, 2.5, 4, 48000)  # 10 beats: whole, no warning
     info = describe_loop(frames, 48000, 2.5)
     assert (info.beats, info.bar_frames, info.bpm) == (10, (0, 96000, 192000), 120.0)
-    with caplog.at_level(logging.WARNING, logger="latentloop_daemon.riff"):
+    with caplog.at_level(logging.WARNING, logger="latentloop_daemon.files.riff"):
         info = describe_loop(frames, 48000, 2.3)  # 9.2 beats -> 9
     assert info.beats == 9 and len(info.bar_frames) == 3 and "writing 9" in caplog.text
     assert info.bpm == pytest.approx(9 * 60 * 48000 / frames)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from latentloop_daemon.seam import crossfade_curves, make_seamless, seam_metric
+from latentloop_daemon.loops.seam import crossfade_curves, make_seamless, seam_metric
 
 SR = 44100
 

@@ -14,7 +14,7 @@ from latentloop_bridge.client import Client, RenderFailed
 from latentloop_daemon.config import load_config
 from latentloop_daemon.engine import Capabilities, RenderResult
 from latentloop_daemon.errors import RenderCancelled
-from latentloop_daemon.service import Service
+from latentloop_daemon.service.lifecycle import Service
 
 RATE = 44100
 WINDOW = RATE * 10

@@ -567,10 +567,10 @@ def test_subprocess_uses_hf_endpoint_home_and_token_without_torch(hub: Any, tmp_
     env |= {"HF_ENDPOINT": hub.url, "HF_HOME": str(home), "HF_TOKEN": GRANTED}
     code = (
         "import sys\n"
-        "from latentloop_daemon import models_cli\n"
+        "from latentloop_daemon.cli import models\n"
         "from latentloop_daemon.backends.sat.sources import download_model\n"
         "print(download_model('sao-1.0').checkpoint_path)\n"
-        "assert 'torch' not in sys.modules, 'sources/models_cli must not import torch'\n"
+        "assert 'torch' not in sys.modules, 'sources and cli.models must not import torch'\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from latentloop_daemon.loops import loop_frames
-from latentloop_daemon.tempo import estimate_tempo
+from latentloop_daemon.loops.length import loop_frames
+from latentloop_daemon.loops.tempo import estimate_tempo
 
 SR = 44100
 METRICAL = (0.5, 2 / 3, 1.0, 1.5, 2.0)

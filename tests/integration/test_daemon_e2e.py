@@ -1048,7 +1048,7 @@ def test_loop_files_carry_chunks_loudness_and_seam_metric(shared, peers):
     chunks, loudness at the target (or stopped by the true-peak ceiling), a seam metric, the
     tempo check appended to /done. (Tiny makes noise: music quality is proven on synthetic
     signals in tests/daemon/test_seam.py, test_loudness.py, test_tempo.py.)"""
-    from latentloop_daemon.riff import read_chunks
+    from latentloop_daemon.files.riff import read_chunks
 
     peer = peers()
     rid = peer.render("loop check", bpm=100, bars=2, beats_per_bar=3, key="F minor", steps=3)

@@ -18,18 +18,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...engine import CancelFn, Capabilities, InitAudio, RenderRequest, RenderResult, StepFn
+from ...engine import (
+    PRECISIONS,
+    CancelFn,
+    Capabilities,
+    InitAudio,
+    RenderRequest,
+    RenderResult,
+    StepFn,
+)
 from ...errors import ModelLoadError, RenderCancelled, RenderError
 from .checkpoint import load_into, read_state_dict, unwrap_training_keys
 from .conditioners import T5CondConfig, load_t5
 from .config import ModelConfig, load_model_config
 from .model import SamplerSettings, StableAudioModel, generate
+from .options import SatOptions
 from .sampling import RF_SAMPLERS, V_SAMPLERS
 from .tiny import TINY_MODELS, build_tiny_model, build_tiny_t5, build_tiny_tokenizer
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "reference", "fp32", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MAX_SEED = 2**64 - 1
 MAX_BATCH = 16
@@ -94,6 +102,19 @@ def apply_precision(model: StableAudioModel, precision: str) -> None:
     model.float()
     model.model.to(dtype)
     model.pretransform.to(dtype)
+
+
+def load(
+    model: str, *, device: str = "auto", precision: str = "auto", offline: bool | None = None,
+    token: str | None = None, options: SatOptions | None = None,
+) -> SatEngine:  # fmt: skip
+    """The registry's entry point (``backends.BACKENDS["sat"]``): ``SatEngine.load`` with the
+    ``[sat]`` section's options."""
+    o = options or SatOptions()
+    return SatEngine.load(
+        model, device=device, precision=precision, offline=offline, token=token,
+        trust_checkpoint=o.trust_checkpoint, t5_dir=Path(o.t5).expanduser() if o.t5 else None,
+    )  # fmt: skip
 
 
 class SatEngine:

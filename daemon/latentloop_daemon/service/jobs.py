@@ -12,28 +12,14 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from latentloop_daemon.loops.pipeline import LoopRequest
 
 Address = tuple[str, int]
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
-
-
-@dataclass(frozen=True, slots=True)
-class RenderSpec:
-    """What to render, as the client asked (lengths resolved later against the model's rate)."""
-
-    prompt: str
-    negative: str | None = None
-    bpm: float | None = None
-    bars: float | None = None
-    beats_per_bar: int = 4
-    seconds: float | None = None
-    key: str | None = None
-    seed: int | None = None
-    steps: int | None = None
-    cfg: float | None = None
-    variations: int = 1
 
 
 @dataclass(eq=False)
@@ -43,7 +29,7 @@ class RenderJob:
     job_id: int
     request_id: int
     sender: Address
-    spec: RenderSpec
+    spec: LoopRequest
     state: str = QUEUED
     cancel_event: threading.Event = field(default_factory=threading.Event)
     created_s: float = field(default_factory=time.time)

@@ -12,8 +12,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from latentloop_daemon.exit_codes import ExitCode
+
 if TYPE_CHECKING:
-    from .backends.sat.sources import LocalModel, ModelFiles
+    from latentloop_daemon.backends.sat.sources import LocalModel, ModelFiles
 
 BUILTIN_NOTE = "built-in, random weights, makes noise"
 BUILTIN_MODELS: dict[str, str] = {
@@ -48,27 +50,27 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run_download(args: argparse.Namespace) -> int:
     """Download MODEL's files and print where they are."""
-    from .backends.sat import sources
+    from latentloop_daemon.backends.sat import sources
 
     if args.model in sources.T5_CACHE_REPOS:
         folder = sources.download_t5(token=args.token, cache_dir=args.cache_dir)
         print(f"t5          {folder}")
-        return 0
+        return ExitCode.OK
     files = sources.download_model(
         args.model, revision=args.revision, token=args.token, cache_dir=args.cache_dir
     )
     print(_describe_files(files))
-    return 0
+    return ExitCode.OK
 
 
 def run_models(args: argparse.Namespace) -> int:
     """Print the built-in models, the known aliases and what is in the local cache."""
-    from .backends.sat import sources
+    from latentloop_daemon.backends.sat import sources
 
     local = sources.list_local_models(args.cache_dir)
     report = models_report(local, sources.KNOWN_MODELS, sources.hub_cache_dir(args.cache_dir))
     print(json.dumps(report, indent=2) if args.json else _format_report(report))
-    return 0
+    return ExitCode.OK
 
 
 def models_report(
@@ -120,7 +122,7 @@ def _describe_files(files: ModelFiles) -> str:
 
 def _format_report(report: dict[str, Any]) -> str:
     """Format the models report for people."""
-    from .backends.sat.sources import T5_REPO, format_size
+    from latentloop_daemon.backends.sat.sources import T5_REPO, format_size
 
     lines = ["Built-in models (no download):"]
     lines += [f"  {b['name']:<10} {b['description']}" for b in report["builtin"]]

@@ -16,8 +16,8 @@ for ``data`` only in the first 512 bytes (some embedded players), miss the audio
 about 400 bytes for 2 bars and a short prompt, 24 + ~18 bytes more per bar (cue + label).
 
 The samples are encoded by libsndfile (through soundfile, headerless), so they are the same
-bytes ``wavfile.write_wav_atomic`` writes; the header is ours, so the format tag is always plain
-``WAVE_FORMAT_PCM`` (1) or ``WAVE_FORMAT_IEEE_FLOAT`` (3) for mono and stereo, which every
+bytes ``files.atomic.write_wav_atomic`` writes; the header is ours, so the format tag is always
+plain ``WAVE_FORMAT_PCM`` (1) or ``WAVE_FORMAT_IEEE_FLOAT`` (3) for mono and stereo, which every
 reader, Python's ``wave`` included, opens. More than two channels use
 ``WAVE_FORMAT_EXTENSIBLE`` with no speaker mask, as the format requires.
 """
@@ -37,14 +37,13 @@ from typing import Any, BinaryIO
 import numpy as np
 import numpy.typing as npt
 
-from . import __version__
-from .errors import RenderError
-from .wavfile import publish_atomic
+from latentloop_daemon import __version__
+from latentloop_daemon.errors import RenderError
+from latentloop_daemon.files.atomic import publish_atomic
+from latentloop_daemon.files.formats import sample_format
 
 logger = logging.getLogger(__name__)
 
-# fmt name -> (soundfile subtype, format tag, bits per sample)
-SAMPLE_FORMATS = {"pcm24": ("PCM_24", 1, 24), "pcm16": ("PCM_16", 1, 16), "float": ("FLOAT", 3, 32)}
 WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 # KSDATAFORMAT_SUBTYPE_PCM/_IEEE_FLOAT: {tag:08x}-0000-0010-8000-00aa00389b71, after the u16 tag
 _GUID_TAIL = bytes.fromhex("000000001000800000aa00389b71")
@@ -234,7 +233,8 @@ def encode_chunks(info: LoopInfo, frames: int, sample_rate: int) -> bytes:
 
 def encode_fmt(fmt: str, channels: int, sample_rate: int, frames: int) -> bytes:
     """`fmt ` (plain tag for 1-2 channels, EXTENSIBLE above) plus `fact` for non-PCM data."""
-    _, tag, bits = SAMPLE_FORMATS[fmt]
+    sample = sample_format(fmt)
+    tag, bits = sample.format_tag, sample.bits
     block = channels * bits // 8
     common = struct.pack("<HIIHH", channels, sample_rate, sample_rate * block, block, bits)
     if channels > 2:
@@ -260,8 +260,7 @@ def write_loop_wav(
     import soundfile as sf
 
     # 1. Check inputs
-    if fmt not in SAMPLE_FORMATS:
-        raise RenderError(f"unknown format {fmt!r}; use one of {', '.join(SAMPLE_FORMATS)}")
+    subtype = sample_format(fmt).subtype
     data = np.ascontiguousarray(audio, dtype=np.float32)
     if data.ndim != 2 or data.shape[0] < 1 or not 1 <= data.shape[1] < 2**16:
         raise ValueError(f"audio must be (frames, channels) with frames >= 1, got {data.shape}")
@@ -270,7 +269,7 @@ def write_loop_wav(
     frames, channels = data.shape
     # 2. Samples, encoded by libsndfile exactly as in a WAV it writes (same quantisation)
     samples = io.BytesIO()
-    sf.write(samples, data, sample_rate, subtype=SAMPLE_FORMATS[fmt][0], format="RAW",
+    sf.write(samples, data, sample_rate, subtype=subtype, format="RAW",
              endian="LITTLE")  # fmt: skip
     sample_bytes = samples.getbuffer()
     # 3. Header: format, metadata, then the data chunk's own header

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .errors import OutputError, RenderError
+from latentloop_daemon.errors import OutputError
+from latentloop_daemon.files.formats import sample_format
 
-FORMATS = {"pcm24": "PCM_24", "pcm16": "PCM_16", "float": "FLOAT"}
 TEMP_PREFIX = ".latentloop-"
 
 
@@ -39,8 +39,7 @@ def write_wav_atomic(
     """Write (frames, channels) float32 audio as a WAV file at ``path``; never overwrites."""
     import soundfile as sf
 
-    if fmt not in FORMATS:
-        raise RenderError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    subtype = sample_format(fmt).subtype
     data = np.ascontiguousarray(audio, dtype=np.float32)
     if data.ndim != 2:
         raise ValueError(f"audio must be (frames, channels), got shape {data.shape}")
@@ -48,7 +47,7 @@ def write_wav_atomic(
     def write(tmp: Path) -> None:
         with sf.SoundFile(
             str(tmp), "w", samplerate=sample_rate, channels=data.shape[1],
-            subtype=FORMATS[fmt], format="WAV",
+            subtype=subtype, format="WAV",
         ) as f:  # fmt: skip
             f.write(data)
 

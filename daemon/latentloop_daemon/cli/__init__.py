@@ -1,8 +1,9 @@
 """The `latentloop` command: argument parsing, logging set-up and exit codes.
 
-Each subcommand lives in its own module exposing ``add_parser(subparsers)``, which registers the
-parser and sets ``handler`` (``(argparse.Namespace) -> int``) as its default. Exit codes: 0 ok,
-1 unexpected error, 2 usage or invalid input, 3 start-up failure (model could not be loaded).
+Each subcommand lives in its own module of this package exposing ``add_parser(subparsers)``,
+which registers the parser and sets ``handler`` (``(argparse.Namespace) -> int``) as its
+default: ``serve``, ``render``, ``client`` (send, ping, status, cancel, watch), ``models``
+(models, download), ``bench``. Exit codes: ``exit_codes.ExitCode``.
 """
 
 from __future__ import annotations
@@ -13,16 +14,17 @@ import logging.config
 import sys
 from collections.abc import Sequence
 
-from . import __version__
-from .errors import ConfigError, LatentloopError, ModelLoadError, RenderCancelled, RenderError
+from latentloop_daemon import __version__
+from latentloop_daemon.errors import (
+    ConfigError,
+    LatentloopError,
+    ModelLoadError,
+    RenderCancelled,
+    RenderError,
+)
+from latentloop_daemon.exit_codes import ExitCode
 
 logger = logging.getLogger(__name__)
-
-EXIT_OK = 0
-EXIT_UNEXPECTED = 1
-EXIT_USAGE = 2
-EXIT_STARTUP = 3
-EXIT_INTERRUPTED = 130
 
 
 def configure_logging(level: str) -> None:
@@ -50,7 +52,11 @@ def configure_logging(level: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every subcommand registered."""
-    from . import bench, client_cli, models_cli, render_cli, serve_cli
+    from latentloop_daemon.cli import bench
+    from latentloop_daemon.cli import client as client_cli
+    from latentloop_daemon.cli import models as models_cli
+    from latentloop_daemon.cli import render as render_cli
+    from latentloop_daemon.cli import serve as serve_cli
 
     parser = argparse.ArgumentParser(
         prog="latentloop",
@@ -85,22 +91,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except KeyboardInterrupt:
         print("latentloop: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     except RenderCancelled as e:
         print(f"latentloop: cancelled: {e}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     except ModelLoadError as e:
         print(f"latentloop: cannot load model: {e}", file=sys.stderr)
-        return EXIT_STARTUP
+        return ExitCode.STARTUP
     except (ConfigError, RenderError) as e:
         print(f"latentloop: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except LatentloopError as e:
         print(f"latentloop: {e}", file=sys.stderr)
-        return EXIT_UNEXPECTED
+        return ExitCode.UNEXPECTED
     except Exception:
         logger.exception("unexpected error")
-        return EXIT_UNEXPECTED
+        return ExitCode.UNEXPECTED
 
 
 if __name__ == "__main__":  # pragma: no cover

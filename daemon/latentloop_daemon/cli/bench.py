@@ -14,13 +14,15 @@ import statistics
 import time
 from typing import Any
 
-from .engine import RenderRequest
+from latentloop_daemon.engine import RenderRequest
+from latentloop_daemon.exit_codes import ExitCode
 
 
 def add_parser(sub: Any) -> None:
-    from .render_cli import add_model_options
+    from latentloop_daemon.cli.options import add_config_option, add_model_options
 
     p = sub.add_parser("bench", help="time a render stage by stage", description=__doc__)
+    add_config_option(p)
     add_model_options(p)
     p.add_argument("--seconds", type=float, default=None, help="seconds_total (default 10)")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: model's)")
@@ -35,15 +37,15 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from .backends import load_engine
+    from latentloop_daemon.backends import load_configured
+    from latentloop_daemon.cli.options import model_overrides
+    from latentloop_daemon.config import load_config
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    config = load_config(args.config, {**model_overrides(args), "engine.warmup": False})
     t0 = time.perf_counter()
-    engine = load_engine(
-        args.model, device=args.device, precision=args.precision, t5_dir=args.t5,
-        offline=args.offline, trust_checkpoint=args.trust_checkpoint,
-    )  # fmt: skip
+    engine = load_configured(config)
     load_s = time.perf_counter() - t0
     caps = engine.capabilities
     seconds = args.seconds if args.seconds is not None else min(10.0, caps.max_seconds_total)
@@ -84,4 +86,4 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("median: " + "  ".join(f"{k} {v:.4g}" for k, v in summary.items()))
         print("setup:  " + "  ".join(f"{k} {v}" for k, v in meta.items()))
-    return 0
+    return ExitCode.OK

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
+
+from latentloop_daemon.cli.options import add_config_option, add_model_options, model_overrides
 
 
 def add_parser(sub: Any) -> None:
@@ -15,18 +16,8 @@ def add_parser(sub: Any) -> None:
         "Settings: defaults < --config TOML < LATENTLOOP_<SECTION>_<KEY> environment < flags "
         "(docs/config.md).",
     )
-    p.add_argument("--config", type=Path, default=None, help="TOML config file")
-    p.add_argument("--model", default=None, help="engine.model (default: tiny)")
-    p.add_argument("--device", default=None, help="engine.device: auto, cpu, cuda, mps")
-    p.add_argument("--precision", default=None, help="engine.precision")
-    p.add_argument("--t5", default=None, help="engine.t5: folder with a T5 encoder + tokenizer")
-    p.add_argument("--offline", action="store_true", default=None, help="engine.offline")
-    p.add_argument(
-        "--trust-checkpoint",
-        action="store_true",
-        default=None,
-        help="engine.trust_checkpoint: allow unsafe .ckpt unpickling",
-    )
+    add_config_option(p)
+    add_model_options(p)
     p.add_argument(
         "--no-warmup",
         dest="warmup",
@@ -57,16 +48,11 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .service import Service
+    from latentloop_daemon.config import load_config
+    from latentloop_daemon.service import Service
 
     overrides = {
-        "engine.model": args.model,
-        "engine.device": args.device,
-        "engine.precision": args.precision,
-        "engine.t5": args.t5,
-        "engine.offline": args.offline,
-        "engine.trust_checkpoint": args.trust_checkpoint,
+        **model_overrides(args),
         "engine.warmup": args.warmup,
         "osc.host": args.host,
         "osc.port": args.port,

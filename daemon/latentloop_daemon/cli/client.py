@@ -11,6 +11,8 @@ import sys
 import time
 from typing import Any
 
+from latentloop_daemon.exit_codes import ExitCode
+
 DEFAULT_TIMEOUT_S = 600.0
 
 
@@ -71,7 +73,7 @@ def _no_answer(args: argparse.Namespace, what: str) -> int:
     print(
         f"latentloop: {what} from {args.host}:{args.port} within {args.timeout:g}s", file=sys.stderr
     )
-    return 1
+    return ExitCode.NO_RESULT
 
 
 def run_ping(args: argparse.Namespace) -> int:
@@ -87,7 +89,7 @@ def run_ping(args: argparse.Namespace) -> int:
             f"pong from {args.host}:{args.port}: protocol {version}, "
             f"{(time.perf_counter() - t0) * 1000:.1f} ms"
         )
-    return 0
+    return ExitCode.OK
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -101,7 +103,7 @@ def run_status(args: argparse.Namespace) -> int:
     print(
         f"state {s.state}  queue {s.queue}  model {s.model}  device {s.device}  version {s.version}"
     )
-    return 0
+    return ExitCode.OK
 
 
 def run_cancel(args: argparse.Namespace) -> int:
@@ -112,17 +114,16 @@ def run_cancel(args: argparse.Namespace) -> int:
             client.cancel(args.id, timeout=args.timeout)
         except RequestFailed as e:
             print(f"latentloop: {e.code}: {e.message}", file=sys.stderr)
-            return 1
+            return ExitCode.NO_RESULT
         except ClientTimeout:
             pass  # a cancelled job answers through its own sender; no news is fine here
     print(f"cancel sent for id {args.id}")
-    return 0
+    return ExitCode.OK
 
 
 def run_send(args: argparse.Namespace) -> int:
     from latentloop_bridge.client import ClientTimeout, RenderFailed
-
-    from .progress import progress_bar
+    from latentloop_daemon.cli.progress import progress_bar
 
     fields = {
         "bpm": args.bpm,
@@ -146,12 +147,12 @@ def run_send(args: argparse.Namespace) -> int:
             )
         except RenderFailed as e:
             print(f"latentloop: render failed: {e.code}: {e.message}", file=sys.stderr)
-            return 1
+            return ExitCode.NO_RESULT
         except ClientTimeout:
             return _no_answer(args, "no result")
     for d in done:
         print(d.path)
-    return 0
+    return ExitCode.OK
 
 
 def run_watch(args: argparse.Namespace) -> int:
@@ -168,4 +169,4 @@ def run_watch(args: argparse.Namespace) -> int:
             pass
         finally:
             client.notify(False)
-    return 0
+    return ExitCode.OK

@@ -1,0 +1,177 @@
+"""OSC request handlers: validate, enqueue or answer, return (the bridge's dispatch thread).
+
+``RequestHandlers`` implements the bridge's ``CommandHandler``: each command type maps to one
+``on_<leaf>`` method through a table. Nothing here waits for a render: the worker reports
+through ``JobReplies``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from latentloop_bridge import protocol as p
+from latentloop_bridge.errors import FailCode
+from latentloop_daemon import __version__
+from latentloop_daemon.errors import RenderError
+from latentloop_daemon.loops.pipeline import LoopRequest
+from latentloop_daemon.service.jobs import QueueFull, RenderJob
+from latentloop_daemon.service.replies import Replies
+
+if TYPE_CHECKING:
+    from latentloop_daemon.service.lifecycle import Service
+
+logger = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+
+
+class RequestHandlers:
+    """Answers every request of protocol v1; ``service`` gives the state, queue and server."""
+
+    def __init__(self, service: Service, replies: Replies) -> None:
+        self.service = service
+        self.replies = replies
+        self._table: dict[type, Callable[[Any, Address], None]] = {
+            p.RenderCommand: self.on_render,
+            p.CancelCommand: self.on_cancel,
+            p.StatusCommand: self.on_status,
+            p.PingCommand: self.on_ping,
+            p.NotifyCommand: self.on_notify,
+        }
+        # ids for positional renders: six digits, so Pd's number boxes and [print] show them
+        # exactly; above what clients count up to; cycling, so the supply never runs out
+        self._assigned_ids = itertools.cycle(range(100_000, 1_000_000))
+        self._ids_lock = threading.Lock()
+
+    @property
+    def commands(self) -> tuple[type, ...]:
+        """The command types this daemon serves."""
+        return tuple(self._table)
+
+    def on_command(self, command: p.Command, sender: Address) -> None:
+        handler = self._table.get(type(command))
+        if handler is None:  # the bridge parsed a request nothing here serves: a bug
+            self.replies.fail(
+                sender,
+                command.reply_id,
+                command.command,
+                FailCode.INTERNAL,
+                "this daemon has no handler for that request",
+            )
+            return
+        handler(command, sender)
+
+    def on_protocol_error(self, error: p.ProtocolError, sender: Address) -> None:
+        # the bridge already logged it at WARNING
+        self.replies.reply(sender, *p.error_reply(error))
+
+    def on_render(self, cmd: p.RenderCommand, sender: Address) -> None:
+        svc = self.service
+        request_id = cmd.client_id if cmd.client_id is not None else self._assign_id()
+        if svc.state == "stopping":
+            self._fail_render(sender, request_id, FailCode.STOPPING, "the daemon is shutting down")
+            return
+        if svc.state != "ready" and svc.config.render.while_loading == "fail":
+            self._fail_render(
+                sender,
+                request_id,
+                FailCode.LOADING,
+                "the model is still loading; retry when status says ready",
+            )
+            return
+        try:
+            request = loop_request(cmd)
+        except RenderError as e:  # the bridge checked the ranges; this is a defensive second look
+            self._fail_render(sender, request_id, FailCode.INVALID, str(e))
+            return
+        job = RenderJob(svc.queue.new_job_id(), request_id, sender, request)
+        try:
+            position, dropped = svc.queue.submit(job, replace=cmd.replace)
+        except QueueFull as e:
+            if e.size:
+                self._fail_render(sender, request_id, FailCode.BUSY, f"queue full ({e.size})")
+            else:
+                self._fail_render(
+                    sender, request_id, FailCode.STOPPING, "the daemon is shutting down"
+                )
+            return
+        for old in dropped:
+            svc.job_replies.failed(old, FailCode.CANCELLED, "replaced by a newer request")
+        logger.info(
+            "job %d queued at %d (id %d from %s:%d)", job.job_id, position, request_id, *sender
+        )
+        self.replies.publish(sender, *p.queued_reply(request_id, position))
+
+    def on_cancel(self, cmd: p.CancelCommand, sender: Address) -> None:
+        hit = self.service.queue.cancel(sender, cmd.request_id)
+        if not hit:
+            self.replies.fail(
+                sender,
+                cmd.request_id,
+                cmd.command,
+                FailCode.NOT_FOUND,
+                f"no queued or running job with id {cmd.request_id} from this sender",
+            )
+            return
+        for job in hit:
+            if job.state == "cancelled":  # was queued: finished now; running ones report later
+                self.service.job_replies.failed(job, FailCode.CANCELLED, "cancelled by the client")
+
+    def on_status(self, cmd: p.StatusCommand, sender: Address) -> None:
+        svc = self.service
+        caps = svc.capabilities
+        model = caps.model_id if caps else svc.config.engine.model
+        device = caps.device if caps else svc.config.engine.device
+        address, args = p.status_reply(
+            cmd.request_id, svc.state, len(svc.queue), model, device, __version__
+        )
+        # appended to the v1 shape: the state and first file of this sender's job with that id
+        job = svc.queue.find(sender, cmd.request_id) if cmd.request_id >= 0 else None
+        args = [*args, job.state if job else "", job.paths[0] if job and job.paths else ""]
+        self.replies.reply(sender, address, args)
+
+    def on_ping(self, cmd: p.PingCommand, sender: Address) -> None:
+        self.replies.reply(sender, *p.pong_reply(cmd.request_id))
+
+    def on_notify(self, cmd: p.NotifyCommand, sender: Address) -> None:
+        server = self.replies.server
+        assert server is not None  # requests arrive only through a bound server
+        target = cmd.target(sender)
+        try:
+            if cmd.subscribe:
+                server.subscribe(target)
+            else:
+                server.unsubscribe(target)
+        except p.ProtocolError as e:
+            self.replies.fail(sender, p.NO_ID, cmd.command, FailCode(e.code), e.message)
+            return
+        address, args = p.notify_reply(cmd.subscribe, target[1])
+        server.send([sender, target, *server.fixed_targets], address, args)
+
+    def _fail_render(self, to: Address, request_id: int, code: FailCode, message: str) -> None:
+        self.replies.fail(to, request_id, p.RenderCommand.command, code, message)
+
+    def _assign_id(self) -> int:
+        with self._ids_lock:
+            return next(self._assigned_ids)
+
+
+def loop_request(cmd: p.RenderCommand) -> LoopRequest:
+    """A render command as a loop request; omitted values take the ``[render]`` defaults later."""
+    return LoopRequest(
+        prompt=cmd.prompt,
+        negative=cmd.negative or None,
+        bpm=cmd.bpm,
+        bars=cmd.bars,
+        beats_per_bar=cmd.beats_per_bar,
+        seconds=cmd.seconds,
+        key=cmd.key,
+        seed=cmd.seed,
+        steps=cmd.steps,
+        cfg=cmd.cfg,
+        variations=cmd.variations,
+    )

@@ -1,0 +1,177 @@
+"""The render worker: the only thread that touches the model and the GPU.
+
+It loads (and warms) the engine, then takes jobs from the queue one at a time and runs the loop
+pipeline (``loops.pipeline.make_loops``) on each. Its only other job is mapping the pipeline's
+outcome to the protocol: files -> ``done``, exceptions -> a ``FailCode``. A job's failure never
+stops the worker: it is reported and the next job runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from latentloop_bridge.errors import FailCode
+from latentloop_daemon.engine import Engine, RenderRequest
+from latentloop_daemon.errors import LatentloopError, OutputError, RenderCancelled, RenderError
+from latentloop_daemon.loops.pipeline import LoopCallbacks, LoopsMade, make_loops
+from latentloop_daemon.service.jobs import CANCELLED, DONE, FAILED, JobQueue, RenderJob
+
+if TYPE_CHECKING:
+    from latentloop_daemon.config import RenderConfig
+    from latentloop_daemon.loops.clip import Clip
+
+logger = logging.getLogger(__name__)
+
+
+class JobEvents(Protocol):
+    """What the worker reports; called on the worker thread, must not block for long."""
+
+    def progress(self, job: RenderJob, step: int, total: int) -> None: ...
+
+    def done(self, job: RenderJob, clip: Clip, path: Path) -> None: ...
+
+    def retry(self, job: RenderJob, attempt: int, measured_bpm: float) -> None: ...
+
+    def failed(self, job: RenderJob, code: FailCode, message: str) -> None: ...
+
+
+def fail_code(error: BaseException) -> FailCode:
+    """The protocol's code for an exception out of the loop pipeline."""
+    if isinstance(error, RenderCancelled):
+        return FailCode.CANCELLED
+    if isinstance(error, OutputError):  # the daemon could not write: not the client's fault
+        return FailCode.INTERNAL
+    if isinstance(error, RenderError | ValueError):
+        return FailCode.INVALID
+    return FailCode.INTERNAL
+
+
+class RenderWorker(threading.Thread):
+    """Loads the engine with ``loader`` then serves ``queue`` until ``stop()``."""
+
+    def __init__(
+        self,
+        loader: Callable[[], Engine],
+        queue: JobQueue,
+        events: JobEvents,
+        settings: RenderConfig,
+        warmup: bool = True,
+    ) -> None:
+        super().__init__(name="render-worker", daemon=True)
+        self.loader, self.queue, self.events = loader, queue, events
+        self.settings = settings
+        self.out_dir = Path(settings.out_dir).expanduser()
+        self.warmup = warmup
+        self.engine: Engine | None = None
+        self.ready = threading.Event()
+        self.load_error: BaseException | None = None
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def run(self) -> None:
+        try:
+            self.engine = self.loader()
+            if self.warmup and not self._stopping.is_set():  # no warm-up once a stop was asked
+                self._warm_up(self.engine)
+        except BaseException as e:  # reported by the service, which exits with code 3
+            self.load_error = e
+            self.ready.set()
+            return
+        self.ready.set()
+        try:
+            while not self._stopping.is_set():
+                job = self.queue.next(timeout=0.2)
+                if job is None:
+                    continue
+                try:
+                    self._run_job(self.engine, job)
+                except Exception:  # a reporting failure must not end the worker
+                    logger.exception("job %d: reporting its outcome failed", job.job_id)
+        finally:
+            self.engine.close()
+
+    def _warm_up(self, engine: Engine) -> None:
+        t0 = time.perf_counter()
+        caps = engine.capabilities
+        engine.render(RenderRequest(prompt="warm-up", seconds_total=1.0, seed=0, steps=1))
+        logger.info("warmed up %s in %.1fs", caps.model_id, time.perf_counter() - t0)
+
+    def _run_job(self, engine: Engine, job: RenderJob) -> None:
+        logger.info(
+            "job %d (id %d from %s:%d) started: %r",
+            job.job_id,
+            job.request_id,
+            *job.sender,
+            job.spec.prompt,
+        )
+        t0 = time.perf_counter()
+        hooks = LoopCallbacks(
+            on_step=self._progress(job),
+            should_cancel=job.cancel_event.is_set,
+            on_retry=lambda attempt, bpm: self.events.retry(job, attempt, bpm),
+        )
+        try:
+            made = make_loops(
+                engine, job.spec, self.settings, self.out_dir, lambda _: _job_meta(job), hooks
+            )
+        except Exception as e:
+            code = fail_code(e)
+            if code is FailCode.INTERNAL and not isinstance(e, LatentloopError):
+                logger.exception("job %d failed", job.job_id)
+            message = str(e) if isinstance(e, LatentloopError) else f"{type(e).__name__}: {e}"
+            self._fail(job, CANCELLED if code is FailCode.CANCELLED else FAILED, code, message)
+            return
+        self._done(job, made, time.perf_counter() - t0)
+
+    def _done(self, job: RenderJob, made: LoopsMade, elapsed_s: float) -> None:
+        job.paths = [str(w) for w in made.wavs]
+        self.queue.finish(job, DONE)
+        for clip, wav in zip(made.clips, made.wavs, strict=True):
+            self.events.done(job, clip, wav)
+        logger.info("job %d done in %.1fs: %s", job.job_id, elapsed_s, ", ".join(job.paths))
+
+    def _fail(self, job: RenderJob, state: str, code: FailCode, message: str) -> None:
+        logger.warning("job %d %s: %s", job.job_id, code, message)
+        self.queue.finish(job, state, message)
+        self.events.failed(job, code, message)
+
+    def _progress(self, job: RenderJob) -> Callable[[int, int, float], None]:
+        """At most one ``progress`` per ``progress_interval_s``; the last step always."""
+        last = [0.0]
+        interval = self.settings.progress_interval_s
+
+        def on_step(step: int, total: int, sigma: float) -> None:
+            now = time.monotonic()
+            if step == total or now - last[0] >= interval:
+                last[0] = now
+                self.events.progress(job, step, total)
+
+        return on_step
+
+
+def _job_meta(job: RenderJob) -> dict[str, object]:
+    """Sidecar fields the daemon adds: the request as the client sent it, and the job."""
+    spec = job.spec
+    request = {
+        "id": job.request_id,
+        "sender": f"{job.sender[0]}:{job.sender[1]}",
+        "prompt": spec.prompt,
+        "negative": spec.negative,
+        "bpm": spec.bpm,
+        "bars": spec.bars,
+        "beats_per_bar": spec.beats_per_bar,
+        "seconds": spec.seconds,
+        "key": spec.key,
+        "seed": spec.seed,
+        "steps": spec.steps,
+        "cfg": spec.cfg,
+        "variations": spec.variations,
+    }
+    return {"request": request, "job": job.job_id}
