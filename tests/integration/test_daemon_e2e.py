@@ -371,7 +371,7 @@ def test_render_round_trip_writes_an_exact_loop_and_its_sidecar(
     assert sidecar["file"] == path.name
     assert sidecar["seed"] == int(seed) and sidecar["frames"] == frames
     request = {
-        "id": rid, "sender": f"{HOST}:{peer.port}", "prompt": prompt, "negative": "",
+        "id": rid, "sender": f"{HOST}:{peer.port}", "prompt": prompt, "negative": None,
         "bpm": float(bpm), "bars": float(bars), "beats_per_bar": beats_per_bar, "seconds": None,
         "key": None, "seed": int(seed), "steps": 3, "cfg": None, "variations": 1,
     }  # fmt: skip
