@@ -306,3 +306,34 @@ def test_precisions_render_finite_audio(precision, dit_dtype, vae_dtype):
     assert result.audio.shape == (1, 2, engine.capabilities.window_samples)
     assert np.isfinite(result.audio).all() and result.audio.std() > 1e-3
     assert result.settings["precision"] == precision
+
+
+def test_render_reads_the_same_config_file_as_serve(tmp_path, capsys):
+    """[render] settings in the config reach the written file; flags override the file."""
+    pyloudnorm = pytest.importorskip("pyloudnorm")
+    out = tmp_path / "from_config"
+    config = tmp_path / "latentloop.toml"
+    config.write_text(
+        f'[engine]\nmodel = "tiny"\ndevice = "cpu"\n'
+        f'[render]\nout_dir = "{out}"\nformat = "float"\ntarget_lufs = -23.0\n'
+        f"ceiling_dbtp = -0.1\ntempo_check = false\n"
+    )
+    argv = ["render", PROMPT, "--config", str(config), "--bpm", "120", "--bars", "1",
+            "--seed", "3", "--steps", "2"]  # fmt: skip
+    assert _run_cli(argv) == 0
+    (wav,) = [Path(line) for line in capsys.readouterr().out.split()]
+    assert wav.parent == out
+    info = sf.info(str(wav))
+    assert info.subtype == "FLOAT" and info.frames == 88200
+    audio, rate = sf.read(str(wav), dtype="float64")
+    tiled = np.concatenate([audio] * 4)  # loudness of the loop as it plays (docs/loops.md)
+    lufs = pyloudnorm.Meter(rate).integrated_loudness(tiled)
+    # the target is met to within the gain step's precision; the ceiling is far above this
+    # noise's true peak at -23 LUFS, so it does not bind
+    assert lufs == pytest.approx(-23.0, abs=0.1)
+    assert _run_cli([*argv, "--target-lufs", "-18", "--out", str(tmp_path / "flag")]) == 0
+    (wav,) = [Path(line) for line in capsys.readouterr().out.split()]
+    audio, rate = sf.read(str(wav), dtype="float64")
+    assert pyloudnorm.Meter(rate).integrated_loudness(np.concatenate([audio] * 4)) == (
+        pytest.approx(-18.0, abs=0.1)
+    )

@@ -2,6 +2,7 @@
 
 import pytest
 
+from latentloop_daemon.backends.sat.options import SatOptions
 from latentloop_daemon.config import DaemonConfig, load_config
 from latentloop_daemon.errors import ConfigError
 
@@ -62,3 +63,50 @@ def test_bad_settings_name_the_key(tmp_path, toml, env, flags, message):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.toml", environ={})
+
+
+def test_backend_section_from_toml_environment_and_flags(tmp_path):
+    toml = tmp_path / "l.toml"
+    toml.write_text('[engine]\nbackend = "sat"\n[sat]\nt5 = "/models/t5"\n')
+    c = load_config(toml, environ={"LATENTLOOP_SAT_TRUST_CHECKPOINT": "1"})
+    assert c.engine.backend == "sat"
+    assert c.backend_options() == SatOptions(t5="/models/t5", trust_checkpoint=True)
+    c = load_config(toml, {"sat.t5": "/elsewhere"}, environ={})
+    assert c.backend_options("sat").t5 == "/elsewhere"
+
+
+@pytest.mark.parametrize(
+    ("toml", "env"),
+    [
+        ('[engine]\nt5 = "/models/t5"\ntrust_checkpoint = true\n', {}),
+        ("", {"LATENTLOOP_ENGINE_T5": "/models/t5", "LATENTLOOP_ENGINE_TRUST_CHECKPOINT": "1"}),
+    ],
+    ids=["toml", "environment"],
+)
+def test_old_engine_keys_still_work_with_a_deprecation_warning(tmp_path, caplog, toml, env):
+    path = tmp_path / "old.toml"
+    path.write_text(toml)
+    with caplog.at_level("WARNING", logger="latentloop_daemon.config"):
+        c = load_config(path, environ=env)
+    assert c.backend_options() == SatOptions(t5="/models/t5", trust_checkpoint=True)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2
+    assert "engine.t5 is deprecated; use sat.t5 (environment: LATENTLOOP_SAT_T5)" in warnings[0]
+    assert "engine.trust_checkpoint is deprecated; use sat.trust_checkpoint" in warnings[1]
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[engine]\nbackend = "comfy"\n', "unknown backend 'comfy'; known: sat"),
+        ("[sat]\nt6 = 1\n", "unknown key sat.t6; known: t5, trust_checkpoint"),
+        ("[render]\nbars = 65\n", r"render.bars must be > 0 and <= 64, got 65"),
+        ("[render]\nbeats_per_bar = 0\n", r"render.beats_per_bar must be 1..32, got 0"),
+        ('[engine]\nprecision = "fp8"\n', "engine.precision must be one of"),
+    ],
+)
+def test_backend_and_range_errors_name_the_key(tmp_path, toml, message):
+    path = tmp_path / "l.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, environ={})

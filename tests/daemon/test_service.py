@@ -5,15 +5,19 @@ exact cuts, sidecars, reply shapes, worker survival after engine errors. Real UD
 import json
 import threading
 import time
+import typing
 
 import numpy as np
 import pytest
 import soundfile as sf
+from fake_engines import ClickEngine
 
 from latentloop_bridge.client import Client, RenderFailed
+from latentloop_bridge.commands import Command
 from latentloop_daemon.config import load_config
 from latentloop_daemon.engine import Capabilities, RenderResult
-from latentloop_daemon.errors import RenderCancelled
+from latentloop_daemon.errors import OutputError, RenderCancelled
+from latentloop_daemon.files import writer
 from latentloop_daemon.service.lifecycle import Service
 
 RATE = 44100
@@ -56,12 +60,12 @@ class FakeEngine:
         pass
 
 
-def _start(tmp_path, **render):
+def _start(tmp_path, engine=None, **render):
     overrides = {"osc.port": 0, "render.out_dir": str(tmp_path), "render.format": "float",
                  "engine.warmup": False}  # fmt: skip
     overrides.update({f"render.{k}": v for k, v in render.items()})
     config = load_config(overrides=overrides, environ={})
-    engine = FakeEngine()
+    engine = engine or FakeEngine()
     svc = Service(config, loader=lambda: engine)
     svc.engine = engine
     thread = threading.Thread(target=svc.run, daemon=True)
@@ -206,5 +210,47 @@ def test_stale_temp_files_are_removed_at_start(tmp_path):
     svc, thread = _start(tmp_path)
     try:
         assert not stale.exists() and fresh.exists()
+    finally:
+        _stop(svc, thread)
+
+
+def test_every_request_type_has_a_handler(service):
+    assert set(service.handlers.commands) == set(typing.get_args(Command))
+
+
+def test_a_write_failure_is_internal_and_the_next_request_succeeds(service, monkeypatch, tmp_path):
+    real = writer.write_clip
+    calls = []
+
+    def full_disk_on_first(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise OutputError("cannot write x.wav: No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(writer, "write_clip", full_disk_on_first)
+    with _client(service) as c:
+        with pytest.raises(RenderFailed) as e:
+            c.render_and_wait("ramp", seconds=1, timeout=10)
+        assert (e.value.command, e.value.code) == ("render", "internal")
+        assert e.value.message == "cannot write x.wav: No space left on device"
+        (d,) = c.render_and_wait("ramp", seconds=1, timeout=10)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [d.path.rsplit("/", 1)[1], d.path.rsplit("/", 1)[1][:-4] + ".json"]
+    )
+
+
+def test_tempo_rerolls_are_announced_with_retry(tmp_path):
+    engine = ClickEngine([137, 120])
+    svc, thread = _start(tmp_path, engine=engine, max_rerolls=2)
+    try:
+        with _client(svc) as c:
+            rid = c.render("drums", bpm=120, bars=2, seed=8)
+            address, args = c.wait_for(rid, ["/latentloop/retry"], timeout=10)
+            assert address == "/latentloop/retry" and args[:2] == [rid, 1]
+            assert args[2] == pytest.approx(137, rel=0.01)
+            _, done = c.wait_for(rid, ["/latentloop/done"], timeout=10)
+        assert done[5] == "9" and abs(done[8]) < 1.0  # the re-roll's seed, on tempo
+        assert [r.seed for r in engine.requests] == [8, 9]
     finally:
         _stop(svc, thread)
