@@ -110,3 +110,21 @@ def test_backend_and_range_errors_name_the_key(tmp_path, toml, message):
     path.write_text(toml)
     with pytest.raises(ConfigError, match=message):
         load_config(path, environ={})
+
+
+def test_every_key_is_documented_in_its_section():
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    from latentloop_daemon.config import SECTIONS
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "config.md").read_text()
+    sections = {m.group(1): m.start() for m in re.finditer(r"^## `\[(\w+)\]`", text, re.M)}
+    assert set(sections) == set(SECTIONS), "docs/config.md sections differ from the config's"
+    starts = sorted(sections.values()) + [len(text)]
+    for name, cls in SECTIONS.items():
+        start = sections[name]
+        body = text[start : starts[starts.index(start) + 1]]
+        documented = re.findall(r"^\| `(\w+)` \|", body, re.M)
+        assert documented == [f.name for f in dataclasses.fields(cls)], f"[{name}] in config.md"

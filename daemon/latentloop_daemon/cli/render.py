@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         )
     # 3. render: the raw window, or loops through the daemon's pipeline
     if args.raw:
-        return _render_raw(engine, request, out_dir)
+        return _render_raw(engine, request, out_dir, config.render.seconds)
     with progress_bar() as on_step:
         made = make_loops(
             engine, request, config.render, out_dir, lambda _: {}, LoopCallbacks(on_step=on_step)
@@ -180,14 +180,19 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _render_raw(engine: Any, request: Any, out_dir: Path) -> int:
-    """--raw: the model's full window untouched, float32 (seconds_total = the loop's seconds)."""
+def _render_raw(engine: Any, request: Any, out_dir: Path, default_s: float) -> int:
+    """--raw: the model's full window untouched, float32 (seconds_total = ``--seconds``, else
+    ``render.seconds``)."""
     from latentloop_daemon.cli.progress import progress_bar
     from latentloop_daemon.engine import RenderRequest
     from latentloop_daemon.files.writer import save_raw
 
     caps = engine.capabilities
-    seconds = request.seconds if request.seconds is not None else min(10.0, caps.max_seconds_total)
+    seconds = request.seconds if request.seconds is not None else default_s
+    if seconds > caps.max_seconds_total:
+        raise RenderError(
+            f"{seconds:g} s is longer than {caps.model_id} renders ({caps.max_seconds_total:g} s)"
+        )
     raw = RenderRequest(
         prompt=request.prompt,
         seconds_total=seconds,

@@ -18,7 +18,7 @@ from latentloop_bridge.errors import FailCode
 from latentloop_daemon import __version__
 from latentloop_daemon.errors import RenderError
 from latentloop_daemon.loops.pipeline import LoopRequest
-from latentloop_daemon.service.jobs import QueueFull, RenderJob
+from latentloop_daemon.service.jobs import CANCELLED, QueueFull, RenderJob
 from latentloop_daemon.service.replies import Replies
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ class RequestHandlers:
             )
             return
         for job in hit:
-            if job.state == "cancelled":  # was queued: finished now; running ones report later
+            if job.state == CANCELLED:  # was queued: finished now; running ones report later
                 self.service.job_replies.failed(job, FailCode.CANCELLED, "cancelled by the client")
 
     def on_status(self, cmd: p.StatusCommand, sender: Address) -> None:
