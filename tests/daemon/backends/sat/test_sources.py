@@ -11,7 +11,6 @@ The fake hub's auth (see its docstring): tokens ``hf_granted`` (accepted every l
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -19,9 +18,9 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+import hubserver
 import pytest
 from huggingface_hub import constants
 
@@ -42,19 +41,6 @@ from latentloop_daemon.errors import (
     ModelNotFoundError,
 )
 
-
-def _load_hubserver() -> ModuleType:
-    """Import tests/hubserver.py by path (tests/ is not a package; pytest uses importlib mode)."""
-    path = Path(__file__).resolve().parents[1] / "hubserver.py"
-    spec = importlib.util.spec_from_file_location("hubserver", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("hubserver", module)  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-hubserver = _load_hubserver()
 FakeHub, FakeRepo = hubserver.FakeHub, hubserver.FakeRepo
 
 SAO = KNOWN_MODELS["sao-1.0"]

@@ -11,7 +11,7 @@ from latentloop_daemon.backends.sat.config import parse_model_config
 from latentloop_daemon.backends.sat.known_configs import known_config
 from latentloop_daemon.backends.sat.model import StableAudioModel
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[3] / "data"
 
 
 @pytest.mark.parametrize(("name", "count"), [("sao-1.0", 745), ("sao-small", 750)])

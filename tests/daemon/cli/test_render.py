@@ -27,7 +27,7 @@ from latentloop_daemon.files.atomic import TEMP_PREFIX
 
 PROMPT = "128 BPM tech house drum loop"
 FIRST = ["--model", "tiny", "--seconds", "2", "--steps", "2", "--seed", "3", "--device", "cpu"]
-GOLDENS = Path(__file__).resolve().parents[1] / "data" / "goldens"
+GOLDENS = Path(__file__).resolve().parents[2] / "data" / "goldens"
 SMALL = [
     "--model",
     str(GOLDENS / "small-tiny"),

@@ -27,7 +27,7 @@ from latentloop_daemon.errors import (
     UnsafeCheckpointError,
 )
 
-GOLDENS = Path(__file__).resolve().parents[1] / "data" / "goldens"
+GOLDENS = Path(__file__).resolve().parents[3] / "data" / "goldens"
 T5 = GOLDENS / "t5-tiny"
 DIT = "model."  # the DiT's keys in the released layout: model.model.*
 CPU = torch.device("cpu")
