@@ -1267,5 +1267,6 @@ def test_the_crossfade_changes_only_the_loop_start(shared, peers, tuned_peer):
     gain = float(np.sum(a[fade:] * b[fade:]) / np.sum(b[fade:] ** 2))
     rest = np.max(np.abs(a[fade:] - gain * b[fade:]))
     start = np.max(np.abs(a[:fade] - gain * b[:fade]))
-    assert rest < 1e-5  # 24-bit rounding only
-    assert start > 1e-2, (start, rest)
+    # 24-bit rounding only (~1e-7 on a CPU); 1e-3 leaves room for a GPU's rounding
+    assert rest < 1e-3, (start, rest)
+    assert start > 2e-2, (start, rest)  # the crossfade mixed in the continuation (~0.1)
