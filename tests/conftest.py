@@ -158,13 +158,29 @@ def _daemons(default_out_dir):
         started.append(d)
         return d
 
-    yield start
-    errors = []
-    for d in started:
+    try:
+        yield start
+    finally:
+        stop_all(started)
+
+
+def stop_all(daemons) -> None:
+    """Stop every daemon, even when stopping an earlier one raises; then raise the first error.
+
+    A daemon that ignores SIGTERM is killed by ``stop``, then reported. Any other error (a
+    failed send_signal, a KeyboardInterrupt) still leaves no process behind: what could not be
+    stopped is killed.
+    """
+    errors: list[BaseException] = []
+    for d in daemons:
         try:
-            d.stop()  # a daemon that ignores SIGTERM is killed, then reported
-        except AssertionError as e:
+            d.stop()
+        except BaseException as e:  # re-raised below, once every daemon is gone
             errors.append(e)
+            try:
+                d.kill()
+            except BaseException as kill_error:
+                errors.append(kill_error)
     if errors:
         raise errors[0]
 
@@ -179,3 +195,9 @@ def daemon_factory(tmp_path):
 def module_daemon_factory(tmp_path_factory):
     """Start daemons shared by a module's tests; those still running at its end are stopped."""
     yield from _daemons(lambda: tmp_path_factory.mktemp("daemon") / "out")
+
+
+@pytest.fixture
+def daemon_stopper():
+    """The teardown that ``daemon_factory`` runs (``stop_all``), for tests of that teardown."""
+    return stop_all

@@ -130,13 +130,17 @@ def make_server():
 
 @pytest.fixture
 def udp():
-    """Make UDP sockets bound to 127.0.0.1:0 with a 2 s timeout; closed after the test."""
+    """Make UDP sockets bound to 127.0.0.1:0 with a 10 s timeout; closed after the test.
+
+    Replies come in milliseconds; 10 s only bounds how long a missing reply is waited for,
+    with room for a loaded 2-core machine.
+    """
     sockets: list[socket.socket] = []
 
     def make() -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.bind(("127.0.0.1", 0))
-        sock.settimeout(2.0)
+        sock.settimeout(10.0)
         sockets.append(sock)
         return sock
 

@@ -25,7 +25,7 @@ def client_for(make_server):
 
     def make(**options: object):
         server, daemon = make_server(**options)
-        client = Client(*server.bound_address, timeout=2.0)
+        client = Client(*server.bound_address, timeout=10.0)  # a margin for a loaded machine
         clients.append(client)
         return client, server, daemon
 
@@ -136,8 +136,9 @@ def test_replies_iterator_stops_when_quiet(client_for) -> None:
     client, server, _ = client_for()
     client.send("/latentloop/status", [])
     client.send("/latentloop/ping", [])
-    addresses = [address for address, _ in client.replies(timeout=0.3)]
-    assert addresses == ["/latentloop/status.reply", "/latentloop/pong"]
+    replies = client.replies(timeout=10)
+    assert [next(replies)[0], next(replies)[0]] == ["/latentloop/status.reply", "/latentloop/pong"]
+    assert list(client.replies(timeout=0.1)) == []  # nothing more comes: it stops
 
 
 def test_timeout_names_the_missing_reply(udp) -> None:
@@ -148,7 +149,8 @@ def test_timeout_names_the_missing_reply(udp) -> None:
             ClientTimeout, match=r"no /latentloop/pong for request 1 from 127\.0\.0\.1"
         ):
             client.ping()
-        assert 0.2 <= time.monotonic() - start < 1.0
+        # waits its timeout, not less; 5 s is room for a loaded machine, not the property
+        assert 0.2 <= time.monotonic() - start < 5.0
         with pytest.raises(TimeoutError):
             client.render_and_wait("x", seconds=1, timeout=0.1)
 

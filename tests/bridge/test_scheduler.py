@@ -31,7 +31,7 @@ def test_runs_by_due_time_then_arrival() -> None:
     for due, item in [(0.10, "c"), (0.05, "b1"), (0.05, "b2"), (-1.0, "a"), (0.15, "last")]:
         assert scheduler.submit(now + due, item)
     scheduler.start()
-    assert event.wait(2)
+    assert event.wait(10)
     assert ran == ["a", "b1", "b2", "c", "last"]
     assert scheduler.close() == []
 
@@ -42,7 +42,7 @@ def test_an_item_that_raises_is_logged_and_the_thread_goes_on(caplog) -> None:
     with caplog.at_level(logging.ERROR, logger="latentloop_bridge.scheduler"):
         scheduler.submit(0, "raise")
         scheduler.submit(0, "last")
-        assert event.wait(2)
+        assert event.wait(10)
     assert ran == ["last"]
     assert "scheduled item failed: 'raise'" in caplog.text
     scheduler.close()
@@ -56,9 +56,9 @@ def test_bound_and_close_returns_what_never_ran() -> None:
     assert scheduler.submit(later, "x")
     assert not scheduler.submit(later, "z")
     assert scheduler.pending == 2
-    start = time.monotonic()
-    assert scheduler.close() == ["x", "y"]
-    assert time.monotonic() - start < 0.5
+    # close() must not wait for the items (due in a minute): they come back unrun, and the
+    # thread is gone within the join timeout, which is long only for a loaded machine
+    assert scheduler.close(timeout_s=30) == ["x", "y"]
     assert not scheduler.thread.is_alive()
     assert not scheduler.submit(0, "after close")
     assert ran == []
@@ -77,6 +77,8 @@ def test_items_run_on_time(delay_s: float) -> None:
     scheduler.start()
     due = time.monotonic() + delay_s
     scheduler.submit(due, due)
-    assert done.wait(2)
+    assert done.wait(10)
     scheduler.close()
-    assert 0 <= stamps[0] < 0.1
+    assert stamps[0] >= 0  # never early: this is the property
+    # and on time: a loaded 2-core machine wakes a thread well within 1 s
+    assert stamps[0] < 1.0

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+import audio_checks
 import numpy as np
 import pytest
 import soundfile as sf
@@ -56,6 +57,7 @@ STATUS_REPLY, PONG, NOTIFY_REPLY = (
 V1_ARGS = {
     QUEUED: 2, PROGRESS: 4, DONE: 7, FAIL: 4, STATUS_REPLY: 6, PONG: 2, NOTIFY_REPLY: 3,
 }  # fmt: skip
+
 
 _ids = itertools.count(101)  # unique across the module, so replies seen by subscribers match
 
@@ -466,7 +468,10 @@ def test_cancel_a_queued_job_drops_it_before_it_runs(shared, peers):
     peer.wait(is_(PROGRESS, running), since=since)  # the running job goes on
     peer.send(CANCEL, running)
     peer.expect(FAIL, running, since=since)
-    peer.quiet(about(queued), 1.0, since=since)  # the worker is free, yet it never starts
+    after = peer.render("cancel queued: next", seconds=1, steps=2)
+    # the queue is first in, first out: had the cancelled job stayed, it would run first
+    peer.expect(DONE, after, timeout=RENDER_T, since=since)
+    assert not [r for r in peer.replies[since:] if about(queued)(r)]
     assert f"started: {prompt!r}" not in shared.daemon.log
     assert not files_from(shared.out_dir, prompt)
 
@@ -482,12 +487,14 @@ def test_cancel_the_running_job_stops_it_at_its_next_step(shared, peers):
     sent = time.monotonic()
     peer.send(CANCEL, rid)
 
-    fail = peer.expect(FAIL, rid, timeout=10)
+    fail = peer.expect(FAIL, rid, timeout=30)
     took_s = fail.t - sent
     assert fail.args[:3] == [rid, "render", "cancelled"]
     step = int(re.fullmatch(rf"cancelled at step (\d+)/{LONG_STEPS}", fail.args[3]).group(1))
     assert step < LONG_STEPS / 2
-    assert took_s < 3.0 and took_s < left_s / 10, (took_s, left_s)
+    # stopped long before the render would have ended; measured against this machine's own
+    # speed, so a loaded machine (slower steps, slower replies) moves both sides together
+    assert took_s < left_s / 4, (took_s, left_s)
     peer.quiet(is_(DONE, rid), 0.5)
     assert not files_from(shared.out_dir, prompt)
 
@@ -541,7 +548,9 @@ def test_replace_drops_only_the_senders_queued_jobs(shared, peers):
     assert a.expect(QUEUED, new).v1 == [new, 2]  # behind the running job and b's
     a.wait(is_(PROGRESS, running), since=len(a.replies))  # the running job goes on
     assert not [r for r in a.replies[since_a:] if is_(FAIL, running)(r)]
-    b.quiet(lambda r: r.address == FAIL, 0.2, since=since_b)
+    b.send(STATUS, theirs)  # b's job, with the same id as a's first: still queued
+    assert b.expect(STATUS_REPLY, theirs, since=since_b).args[6] == "queued"
+    assert not [r for r in b.replies[since_b:] if r.address == FAIL]
 
 
 # --- 6-7: queue limit and start-up --------------------------------------------------------------
@@ -623,13 +632,15 @@ def test_a_future_bundle_runs_at_its_time_without_blocking_reception(shared, pee
     peer.send_raw(bundle(time.time() + delay_s, encode_message(PING, [later]), render))
     peer.send(PING, now)
 
-    pong_now = peer.expect(PONG, now, timeout=5)
-    pong_later = peer.expect(PONG, later, timeout=5)
-    queued = peer.expect(QUEUED, rid, timeout=5)
-    assert pong_now.t - sent < 0.5
+    pong_now = peer.expect(PONG, now, timeout=30)
+    pong_later = peer.expect(PONG, later, timeout=30)
+    queued = peer.expect(QUEUED, rid, timeout=30)
+    # the order proves reception went on while the bundle waited
     assert pong_now.t < pong_later.t <= queued.t
-    assert delay_s - 0.05 <= pong_later.t - sent < delay_s + 1.0
-    assert delay_s - 0.05 <= queued.t - sent < delay_s + 1.0
+    # never early (50 ms: time.time() against time.monotonic()); on time within 5 s, a
+    # margin for a loaded machine, far below what ignoring the timetag's value would give
+    assert delay_s - 0.05 <= pong_later.t - sent < delay_s + 5.0
+    assert delay_s - 0.05 <= queued.t - sent < delay_s + 5.0
     peer.expect(DONE, rid, timeout=RENDER_T)
 
 
@@ -800,10 +811,11 @@ def test_replies_sent_to_the_daemon_are_not_answered(shared, peers):
     peer = peers()
     peer.send(DONE, 1, "/tmp/x.wav", 1.0, 120.0, 1.0, "1", 0)
     peer.send("/fail", "/s_new", "no such synthdef")  # scsynth style
-
-    peer.quiet(lambda r: True, 0.3)
     peer.send(PING, 78)
+
     assert peer.expect(PONG, 78).v1 == [78, 1]
+    # handled in order: an answer to either reply would have come before the pong
+    assert [r.address for r in peer.replies] == [PONG]
 
 
 # --- 10-11: signals and a busy port -------------------------------------------------------------
@@ -824,19 +836,22 @@ def test_a_signal_during_a_render_stops_cleanly(small_queue, sig):
         queued = peer.render("queued at the signal", seconds=1, steps=2)
         peer.expect(QUEUED, queued)
 
-        sent = time.monotonic()
         daemon.proc.send_signal(sig)
-        code = daemon.wait_exit(timeout=20)
-        took_s = time.monotonic() - sent
+        # the running render has about a minute left: an exit within 30 s means it was
+        # cancelled, not waited for (a loaded machine needs only seconds for the shutdown)
+        code = daemon.wait_exit(timeout=30)
 
-        assert peer.expect(FAIL, running).args[:3] == [running, "render", "cancelled"]
+        cancelled = peer.expect(FAIL, running)
+        assert cancelled.args[:3] == [running, "render", "cancelled"]
+        step = re.fullmatch(rf"cancelled at step (\d+)/{LONG_STEPS}", cancelled.args[3])
+        assert step is not None and int(step.group(1)) < LONG_STEPS, cancelled
         assert peer.expect(FAIL, queued).v1 == [
             queued, "render", "cancelled", "the daemon is shutting down",
         ]  # fmt: skip
     finally:
         peer.close()
     assert code == 0, daemon.log
-    assert took_s < 10.0  # render.cancel_timeout_s
+    assert "did not stop within" not in daemon.log  # the worker stopped, it was not abandoned
     assert f"received {sig.name}, stopping" in daemon.log
     assert daemon.lines[-1].endswith(": stopped"), daemon.log
     assert "Traceback" not in daemon.log
@@ -853,12 +868,11 @@ def test_a_second_sigint_forces_exit_during_a_slow_shutdown(daemon_factory):
     if any(" ready on " in line or ": stopped" in line for line in daemon.lines):
         pytest.skip("the model loaded too fast to make the shutdown slow")
 
-    sent = time.monotonic()
     daemon.proc.send_signal(signal.SIGINT)
-    code = daemon.wait_exit(timeout=10)
+    code = daemon.wait_exit(timeout=30)
 
+    # forced, not clean: the exit code and the missing "stopped" line show it, no timing
     assert code == 130, daemon.log
-    assert time.monotonic() - sent < 3.0
     assert "second interrupt: forcing exit" in daemon.log
     assert not any(line.endswith(": stopped") for line in daemon.lines)
 
@@ -866,10 +880,12 @@ def test_a_second_sigint_forces_exit_during_a_slow_shutdown(daemon_factory):
 def test_a_second_daemon_on_the_same_port_fails_fast(shared, daemon_factory, peers):
     second = daemon_factory("--no-warmup", "--port", str(shared.port))
 
-    code = second.wait_exit(timeout=15)
+    code = second.wait_exit(timeout=60)
 
     assert code == 3, second.log
-    assert time.monotonic() - second.started_s < 5.0
+    # fast = before loading the model (the port is bound first), not a wall-clock bound
+    assert "loading model" not in second.log
+    assert not any(" loaded " in line for line in second.lines)
     assert f"port {shared.port} on 127.0.0.1 is already in use" in second.log
     assert "Traceback" not in second.log
     peer = peers()
@@ -1044,10 +1060,11 @@ def test_serve_with_a_bad_config_exits_with_a_clear_message(tmp_path, args, code
 
 
 def test_loop_files_carry_chunks_loudness_and_seam_metric(shared, peers):
-    """The loops pipeline through the real daemon and the tiny model: exact length, DAW loop
-    chunks, loudness at the target (or stopped by the true-peak ceiling), a seam metric, the
-    tempo check appended to /done. (Tiny makes noise: music quality is proven on synthetic
-    signals in tests/daemon/test_seam.py, test_loudness.py, test_tempo.py.)"""
+    """The loops pipeline through the real daemon and the tiny model, checked on the file:
+    exact length, DAW loop chunks, loudness and true peak re-measured (pyloudnorm, 4x
+    oversampling), a smooth wrap, the tempo check appended to /done. (Tiny makes noise: music
+    quality is proven on synthetic signals in tests/daemon/loops/test_seam.py, test_loudness.py,
+    test_tempo.py; the crossfade itself in test_the_crossfade_changes_only_the_loop_start.)"""
     from latentloop_daemon.files.riff import read_chunks
 
     peer = peers()
@@ -1064,20 +1081,180 @@ def test_loop_files_carry_chunks_loudness_and_seam_metric(shared, peers):
     assert acid["root_note"] == 53  # F3
     assert smpl["loops"][0]["start"] == 0 and smpl["loops"][0]["end"] == frames - 1
     assert [c["position"] for c in cues] == [0, round(frames / 2)]
-    assert chunks["labels"] == {"1": "Bar 1", "2": "Bar 2"} or chunks["labels"] == {
-        1: "Bar 1",
-        2: "Bar 2",
-    }
+    assert chunks["labels"] == {1: "Bar 1", 2: "Bar 2"}
     assert chunks["info"]["INAM"] == "loop check, 100 BPM, F minor"
     side = json.loads(path.with_suffix(".json").read_text())
     assert side["final_prompt"] == "loop check, 100 BPM, F minor"
     assert side["key"] == "F minor" and side["meter"] == "3/4" and side["bars"] == 2
-    loud = side["loudness"]
-    if loud["limited_by"] == "target":
-        assert loud["lufs_after"] == pytest.approx(-14.0, abs=0.5)
-    else:  # noise has a high crest factor: the -1 dBTP ceiling may stop the gain first
-        assert loud["limited_by"] == "ceiling" and loud["true_peak_after_dbtp"] <= -0.9
-    seam = side["seam"]
-    assert seam["crossfade_frames"] == round(0.020 * SAMPLE_RATE)
-    assert set(seam["after"]) >= {"wrap_jump", "wrap_jump_ratio", "spectral_distance_db"}
+
+    audio, rate = audio_checks.read_loop(str(path))
+    lufs, peak = audio_checks.integrated_lufs(audio, rate), audio_checks.true_peak_dbtp(audio)
+    # One rule, whichever limit the noise hits: the gain is the largest that neither passes
+    # the -14 LUFS target nor the -1 dBTP ceiling, so one of the two is met (0.1 dB: the
+    # 24-bit file, and this measurement's own tiling of the loop)
+    assert lufs <= -14.0 + 0.1 and peak <= -1.0 + 0.1, (lufs, peak)
+    assert min(-14.0 - lufs, -1.0 - peak) == pytest.approx(0.0, abs=0.1), (lufs, peak)
+    # the sidecar reports what the file holds
+    assert side["loudness"]["lufs_after"] == pytest.approx(lufs, abs=0.1)
+    assert side["loudness"]["true_peak_after_dbtp"] == pytest.approx(peak, abs=0.1)
+    # the wrap is as smooth as the audio around it (docs/loops.md: treated seams measure
+    # 0.4-2.7, clicks many times more)
+    ratio = audio_checks.wrap_jump_ratio(audio, rate)
+    assert ratio < 3.0
+    assert side["seam"]["after"]["wrap_jump_ratio"] == pytest.approx(ratio, rel=0.05)
+    assert side["seam"]["crossfade_frames"] == round(0.020 * SAMPLE_RATE)
     assert side["seconds_total_conditioning"] == pytest.approx(frames / SAMPLE_RATE + 2.0)
+
+
+# --- 15: start-up failures, per-sender state, assigned ids --------------------------------------
+
+
+def test_serve_exits_3_when_the_output_folder_cannot_be_created(tmp_path, daemon_factory):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out_dir = blocker / "out"  # under a regular file: mkdir fails
+
+    daemon = daemon_factory("--no-warmup", out_dir=out_dir)
+    code = daemon.wait_exit(timeout=60)
+
+    assert code == 3, daemon.log
+    assert f"cannot create the output folder {out_dir}" in daemon.log
+    assert "listening on" not in daemon.log  # it stopped before serving anything
+    assert "Traceback" not in daemon.log
+
+
+def test_status_of_a_job_is_scoped_to_its_sender(shared, peers):
+    owner, other = peers(), peers()
+    finished = owner.render("status scope: finished", seconds=1, steps=2)
+    path = owner.expect(DONE, finished, timeout=RENDER_T).args[1]
+    running = start_long_job(owner, "status scope: running")
+
+    for rid in (finished, running):
+        owner.send(STATUS, rid)
+        other.send(STATUS, rid)  # the same id from another socket names no job of its own
+
+    assert owner.expect(STATUS_REPLY, finished).args[6:8] == ["done", path]
+    assert owner.expect(STATUS_REPLY, running).args[6:8] == ["running", ""]
+    assert other.expect(STATUS_REPLY, finished).args[6:8] == ["", ""]
+    theirs = other.expect(STATUS_REPLY, running)
+    assert theirs.args[1] == "ready" and theirs.args[6:8] == ["", ""]  # a status, no job
+
+
+def test_a_positional_render_is_cancelled_by_its_assigned_id(shared, peers):
+    peer, other = peers(), peers()
+    start_long_job(peer, "assigned id: blocker")
+    words = ["positional", "never", "runs", str(new_id())]
+    since = len(peer.replies)
+
+    peer.send(RENDER, 120, 1, *words)  # the positional form: the daemon assigns the id
+
+    queued = peer.wait(is_(QUEUED), since=since).pop()
+    assigned, position = queued.v1
+    assert 100_000 <= assigned < 1_000_000 and position == 1
+    other.send(CANCEL, assigned)  # ids are scoped by sender: not other's job
+    assert other.expect(FAIL, assigned).v1[:3] == [assigned, "cancel", "not_found"]
+    peer.send(CANCEL, assigned)
+    assert peer.expect(FAIL, assigned, since=since).v1 == [
+        assigned, "render", "cancelled", "cancelled by the client",
+    ]  # fmt: skip
+    prompt = " ".join(words)
+    peer.settle()  # the blocker stops; the worker is free, and the positional job never ran
+    assert f"started: {prompt!r}" not in shared.daemon.log
+    assert not files_from(shared.out_dir, prompt)
+
+
+# --- 16: settings from the config file reach the replies and the files ---------------------------
+
+TUNED_TOML = """\
+[render]
+target_lufs = -20.0
+crossfade_ms = 0.0
+progress_interval_s = 0.0
+"""
+
+
+@pytest.fixture(scope="module")
+def tuned(module_daemon_factory, tmp_path_factory):
+    """A ready daemon started with `--config`: -20 LUFS, hard cut, a /progress every step."""
+    config = tmp_path_factory.mktemp("tuned") / "latentloop.toml"
+    config.write_text(TUNED_TOML)
+    daemon = module_daemon_factory("--no-warmup", "--config", str(config))
+    peer = Peer(daemon.wait_ready())
+    yield peer
+    peer.close()
+
+
+@pytest.fixture
+def tuned_peer(tuned):
+    yield tuned
+    tuned.settle()
+
+
+def progress_steps(peer: Peer, rid: int) -> list[list]:
+    return [r.v1[1:3] for r in peer.replies if is_(PROGRESS, rid)(r)]
+
+
+def test_progress_interval_zero_reports_every_step(tuned_peer):
+    rid = tuned_peer.render("every step", seconds=1, steps=4)
+
+    tuned_peer.expect(DONE, rid, timeout=RENDER_T)
+
+    assert progress_steps(tuned_peer, rid) == [[1, 4], [2, 4], [3, 4], [4, 4]]
+
+
+def test_a_long_progress_interval_sends_the_first_and_the_last_step(daemon_factory):
+    """`render.progress_interval_s` 60 (its maximum): the first step opens the interval, the
+    steps within it are dropped, the last is always sent.
+
+    The worker's clock for the interval is `time.monotonic()` (seconds since boot on Linux)
+    and its last send starts at 0, so the first step is sent only once the machine has been
+    up longer than the interval; this process reads the same clock, and waits for that.
+    """
+    interval_s = 60.0
+    daemon = daemon_factory("--no-warmup", env={"LATENTLOOP_RENDER_PROGRESS_INTERVAL_S": "60"})
+    peer = Peer(daemon.wait_ready())
+    try:
+        time.sleep(max(0.0, interval_s - time.monotonic()))
+        rid = peer.render("first and last", seconds=1, steps=4)
+        peer.expect(DONE, rid, timeout=RENDER_T)  # 4 tiny steps: seconds, well within 60 s
+    finally:
+        peer.close()
+
+    assert progress_steps(peer, rid) == [[1, 4], [4, 4]]
+
+
+def test_the_config_files_loudness_target_reaches_the_file(tuned_peer):
+    """`[render] target_lufs = -20` in the `--config` file: the written loop measures -20 LUFS.
+
+    Noise at -20 LUFS peaks about 10 dB below the -1 dBTP ceiling, so the target, not the
+    ceiling, sets the gain (asserted, so a change in the model's output cannot hide it).
+    """
+    rid = tuned_peer.render("quieter", bpm=100, bars=2, beats_per_bar=3, steps=3, seed=5)
+
+    path = tuned_peer.expect(DONE, rid, timeout=RENDER_T).args[1]
+
+    audio, rate = audio_checks.read_loop(path)
+    lufs, peak = audio_checks.integrated_lufs(audio, rate), audio_checks.true_peak_dbtp(audio)
+    assert lufs == pytest.approx(-20.0, abs=0.1), (lufs, peak)
+    assert peak < -3.0, (lufs, peak)  # far from the ceiling: the target set the gain
+
+
+def test_the_crossfade_changes_only_the_loop_start(shared, peers, tuned_peer):
+    """The same request (same seed) from the shared daemon (20 ms crossfade, -14 LUFS) and
+    the tuned one (hard cut, -20 LUFS): past the first 20 ms the files differ only by a gain;
+    within them, the crossfade changed the audio."""
+    request = {"bpm": 120, "bars": 1, "steps": 3, "seed": 4242}
+    peer = peers()
+    faded = peer.render("seam compare", **request)
+    cut = tuned_peer.render("seam compare", **request)
+    a, rate = audio_checks.read_loop(peer.expect(DONE, faded, timeout=RENDER_T).args[1])
+    b, _ = audio_checks.read_loop(tuned_peer.expect(DONE, cut, timeout=RENDER_T).args[1])
+
+    fade = round(0.020 * rate)
+    assert a.shape == b.shape == (expected_frames(120, 1, 4), 2)
+    gain = float(np.sum(a[fade:] * b[fade:]) / np.sum(b[fade:] ** 2))
+    rest = np.max(np.abs(a[fade:] - gain * b[fade:]))
+    start = np.max(np.abs(a[:fade] - gain * b[:fade]))
+    # 24-bit rounding only (~1e-7 on a CPU); 1e-3 leaves room for a GPU's rounding
+    assert rest < 1e-3, (start, rest)
+    assert start > 2e-2, (start, rest)  # the crossfade mixed in the continuation (~0.1)
