@@ -53,36 +53,46 @@ class Tolerance:
 TOLERANCES: dict[str, Tolerance] = {
     "exact": Tolerance(0.0, "int64/bool", "token ids and masks: no rounding anywhere"),
     "noise": Tolerance(
-        8 * FP32_ULP, "float32",
-        "torch.randn: the AVX2 kernel and the scalar one compute Box-Muller with different "
+        8 * FP32_ULP,
+        "float32",
+        "torch.randn: ATen's AVX2 kernel and its scalar one compute Box-Muller with different "
         "log/cos implementations (a few ulp)",
     ),
     "t5": Tolerance(
-        16 * FP16_ULP, "float16",
-        "the T5 encoder runs in fp16 (as the reference does): each op rounds to 2^-11 and CPUs "
-        "differ in fp16 kernels (native AVX512-FP16 vs fp32 conversion, accumulation order); "
-        "a dozen roundings through attention, feed-forward and the RMS norm",
+        16 * FP16_ULP,
+        "float16",
+        "the T5 encoder runs in fp16 (as the reference does): every op rounds to 2^-11, and "
+        "CPUs differ in fp16 kernels (native AVX512-FP16 vs fp32 conversion, accumulation "
+        "order); a dozen roundings through attention, feed-forward and RMS norm. Loose on "
+        "purpose: it is transformers' code; our projection is checked in fp32 on its output",
     ),
     "fp32": Tolerance(
-        1e-5, "float32",
-        "fp32 linear algebra fed recorded inputs (projection, number embedders, conditioning "
-        "assembly, one DiT call): summation order differs per ISA and thread split; a few "
-        "hundred ulp at the tensor's scale",
+        1e-5,
+        "float32",
+        "fp32 linear algebra on recorded inputs (T5 projection, number embedders, "
+        "conditioning, one DiT call): summation order differs per ISA and thread split; "
+        "~80 ulp at the tensor's scale",
     ),
     "sampler": Tolerance(
-        1e-5, "float32",
-        "sampler math on recorded DiT outputs: elementwise fp32 plus torchsde's Brownian tree "
-        "(torch.randn), whose kernels differ per ISA",
+        2e-6,
+        "float32",
+        "sampler math on recorded DiT outputs: elementwise fp32 plus torchsde's Brownian "
+        "tree (torch.randn, ISA-dependent in the last bits); ~17 ulp at the scale",
     ),
     "vae_fp32": Tolerance(
-        1e-5, "float32",
-        "fp32 Oobleck VAE on recorded latents/audio: convolutions (oneDNN or ATen) sum in "
-        "ISA-dependent order",
+        1e-4,
+        "float32",
+        "fp32 Oobleck VAE: ~30 convolutions and snakes whose kernels sum in ISA-dependent "
+        "order; the random tiny VAE amplifies relative changes ~15x (a 1e-3 change of one "
+        "gain moves the output 1.4%), and render's decoder gets our (not the recorded) latents",
     ),
     "vae_fp16": Tolerance(
-        8 * FP16_ULP, "float16",
-        "fp16 Oobleck VAE (model_half) on recorded latents/audio: every conv and snake rounds "
-        "to fp16, and fp16 kernels differ per CPU",
+        0.2,
+        "float16",
+        "fp16 Oobleck VAE (model_half): every conv and snake rounds to 2^-11, and the random "
+        "tiny VAE amplifies relative changes ~50x, so 1-ulp kernel differences (ATen's scalar "
+        "vs AVX2 Half math) reach several % of the peak. Catches gross errors only: subtle "
+        "ones are caught by tier 2 and by the same code in fp32 (sao10-tiny)",
     ),
 }
 
@@ -372,7 +382,11 @@ def _vae_encode(g: Goldens, case: dict[str, Any], isolated: bool) -> dict[str, t
         golden_pre = g[case["outputs"]["pre_bottleneck"]]
         ins = [audio[i : i + 1].to(pt.dtype) for i in range(audio.shape[0])] + [audio.to(pt.dtype)]
         outs = [golden_pre[i : i + 1] for i in range(audio.shape[0])] + [golden_pre]
-        with forward_replaced(pt.model.encoder, replay_by_input(ins, outs)) if isolated else ExitStack():
+        with (
+            forward_replaced(pt.model.encoder, replay_by_input(ins, outs))
+            if isolated
+            else ExitStack()
+        ):
             torch.manual_seed(case["params"]["seed"])
             latents = pt.encode(audio)
     return {"latents": latents, "pre_bottleneck": pre}
@@ -423,7 +437,9 @@ def _generate(g: Goldens, case: dict[str, Any], isolated: bool) -> dict[str, tor
             stack.enter_context(t5_replayed(g, case))
             if "encoder_audio" in ins:
                 rec = ([g[n] for n in ins["encoder_audio"]], [g[n] for n in ins["encoder_out"]])
-                stack.enter_context(forward_replaced(model.pretransform.model.encoder, replay_by_input(*rec)))
+                stack.enter_context(
+                    forward_replaced(model.pretransform.model.encoder, replay_by_input(*rec))
+                )
         init = g[ins["init_audio"]] if "init_audio" in ins else None
         out = generate(
             model=model, settings=settings, conditioning=p["conditioning"],
@@ -433,13 +449,23 @@ def _generate(g: Goldens, case: dict[str, Any], isolated: bool) -> dict[str, tor
         )  # fmt: skip
     torch.manual_seed(p["seed"])  # generate's first draw, as it makes it
     produced = {**seen, "noise": torch.randn(g[outs["noise"]].shape)}
-    if "audio" in outs:
+    if "audio" in outs:  # isolated: the decoder gets the reference's latents
+        pt = model.pretransform
+        if isolated:
+            with torch.no_grad():
+                out = pt.decode(g[outs["latents"]].to(pt.dtype))
         produced["audio"] = out
     for i, (x, t, y) in enumerate(tap.calls):
         produced[f"step{i}/dit_x"], produced[f"step{i}/dit_t"] = x, t
         if isolated:  # our DiT on the reference's inputs for this step
-            cond = {k.removeprefix("dit_cond/"): g[v] for k, v in ins.items() if k.startswith("dit_cond/")}
-            y = _dit_call(g, g[outs[f"step{i}/dit_x"]], g[outs[f"step{i}/dit_t"]], cond, case["dit_kwargs"])
+            cond = {
+                k.removeprefix("dit_cond/"): g[v]
+                for k, v in ins.items()
+                if k.startswith("dit_cond/")
+            }
+            y = _dit_call(
+                g, g[outs[f"step{i}/dit_x"]], g[outs[f"step{i}/dit_t"]], cond, case["dit_kwargs"]
+            )
         produced[f"step{i}/dit_out"] = y
     return produced
 
@@ -488,7 +514,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                         ident = f"{tier}-{model}-{case['name']}"
                         if tier != "committed":
                             ident = f"{tier}-{mode}-{model}-{case['name']}"
-                        params.append(pytest.param((tier, root, model, case["name"], mode), id=ident))
+                        params.append(
+                            pytest.param((tier, root, model, case["name"], mode), id=ident)
+                        )
         metafunc.parametrize("golden_case", params)
     if "render_case" in metafunc.fixturenames:
         params = []
