@@ -294,9 +294,7 @@ def calls_recorded(module: Any) -> Iterator[list[tuple[Any, Any, Any]]]:
         return v.detach().clone() if hasattr(v, "detach") else v
 
     def hook(_m: Any, args: Any, kwargs: Any, out: Any) -> None:
-        calls.append(
-            (tuple(cl(a) for a in args), {k: cl(v) for k, v in kwargs.items()}, cl(out))
-        )
+        calls.append((tuple(cl(a) for a in args), {k: cl(v) for k, v in kwargs.items()}, cl(out)))
 
     handle = module.register_forward_hook(hook, with_kwargs=True)
     try:
@@ -703,7 +701,11 @@ def record_vae_cases(model: Any, rec: Recorder, gen: Any, enc_seed: int) -> None
 
 
 def record_stages(
-    rec: Recorder, name: str, t5_calls: list[Any], dit_calls: list[Any], enc_calls: list[Any],
+    rec: Recorder,
+    name: str,
+    t5_calls: list[Any],
+    dit_calls: list[Any],
+    enc_calls: list[Any],
     sampler: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
     """Store what the stage-by-stage (tier 1) checks feed each stage, and what they compare.
