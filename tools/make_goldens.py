@@ -45,6 +45,8 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +222,7 @@ class Recorder:
         self.tensors: dict[str, Any] = {}
         self.notes: dict[str, str] = {}
         self.cases: list[dict[str, Any]] = []
+        self.t5_table: list[int] = []
 
     def put(self, name: str, t: Any, note: str | None = None) -> str:
         import torch
@@ -237,6 +240,99 @@ class Recorder:
     def case(self, **kw: Any) -> dict[str, Any]:
         self.cases.append(kw)
         return kw
+
+    def t5_calls(self, calls: list[tuple[Any, Any]]) -> dict[str, list[str]]:
+        """Store T5 encoder calls (input_ids, last_hidden_state) once each; name them per case.
+
+        Identical calls (same ids) are stored once and must have identical hidden states.
+        """
+        import torch
+
+        ids_names, hidden_names = [], []
+        for ids, hidden in calls:
+            for k in range(len(self.t5_table)):
+                if torch.equal(self.tensors[f"t5_calls/{k}/input_ids"], ids):
+                    assert torch.equal(self.tensors[f"t5_calls/{k}/hidden"], hidden), k
+                    break
+            else:
+                k = len(self.t5_table)
+                self.t5_table.append(k)
+                self.put(f"t5_calls/{k}/input_ids", ids, "int64 ids the T5 encoder was called with")
+                self.put(
+                    f"t5_calls/{k}/hidden",
+                    hidden,
+                    "float16 T5 last_hidden_state for those ids (before proj_out and masking)",
+                )
+            ids_names.append(f"t5_calls/{k}/input_ids")
+            hidden_names.append(f"t5_calls/{k}/hidden")
+        return {"t5_input_ids": ids_names, "t5_hidden": hidden_names}
+
+
+@contextmanager
+def t5_recorded(model: Any) -> Iterator[list[tuple[Any, Any]]]:
+    """Record every call of the prompt conditioner's T5 encoder as (input_ids, hidden)."""
+    calls: list[tuple[Any, Any]] = []
+
+    def hook(_m: Any, _args: Any, kwargs: Any, out: Any) -> None:
+        calls.append((kwargs["input_ids"].clone(), out["last_hidden_state"].clone()))
+
+    handle = model.conditioner.conditioners["prompt"].model.register_forward_hook(
+        hook, with_kwargs=True
+    )
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def calls_recorded(module: Any) -> Iterator[list[tuple[Any, Any, Any]]]:
+    """Record every call of ``module`` as (args, kwargs, output), tensors cloned."""
+    calls: list[tuple[Any, Any, Any]] = []
+
+    def cl(v: Any) -> Any:
+        return v.detach().clone() if hasattr(v, "detach") else v
+
+    def hook(_m: Any, args: Any, kwargs: Any, out: Any) -> None:
+        calls.append((tuple(cl(a) for a in args), {k: cl(v) for k, v in kwargs.items()}, cl(out)))
+
+    handle = module.register_forward_hook(hook, with_kwargs=True)
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def sampler_recorded(model: Any) -> Iterator[dict[str, Any]]:
+    """Record the sampler function's entry (x, sigmas) and its result."""
+    import k_diffusion
+    import stable_audio_tools.inference.sampling as sat_sampling
+
+    log: dict[str, Any] = {}
+    if model.diffusion_objective == "v":
+        owner, names = k_diffusion.sampling, ("sample_dpmpp_3m_sde", "sample_dpmpp_2m_sde")
+    else:
+        owner, names = sat_sampling, ("sample_flow_pingpong", "sample_discrete_euler")
+    saved = {n: getattr(owner, n) for n in names}
+
+    def wrap(fn: Any) -> Any:
+        def wrapped(m: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
+            sigmas = kwargs["sigmas"] if "sigmas" in kwargs else args[0]
+            assert "x" not in log, "one sampler call per generate"
+            log.update(x=x.clone(), sigmas=sigmas.clone())
+            log["out"] = fn(m, x, *args, **kwargs)
+            return log["out"]
+
+        return wrapped
+
+    for n, fn in saved.items():
+        setattr(owner, n, wrap(fn))
+    try:
+        yield log
+    finally:
+        for n, fn in saved.items():
+            setattr(owner, n, fn)
 
 
 def randomize_parameters(model: Any, seed: int) -> None:
@@ -362,7 +458,7 @@ def record_t5_case(model: Any, rec: Recorder) -> None:
     import torch
 
     cond = model.conditioner.conditioners["prompt"]
-    with torch.no_grad():
+    with torch.no_grad(), t5_recorded(model) as t5_calls:
         emb, mask = cond(list(PROMPTS), "cpu")
         enc = cond.tokenizer(
             list(PROMPTS),
@@ -383,7 +479,7 @@ def record_t5_case(model: Any, rec: Recorder) -> None:
             "max_length": cond.max_length,
             "proj_out": type(cond.proj_out).__name__,
         },
-        inputs={},
+        inputs=rec.t5_calls(t5_calls[:1]),
         outputs={
             "embedding": rec.put("t5/embedding", emb),
             "mask": rec.put("t5/mask", mask),
@@ -403,7 +499,7 @@ def record_t5_case(model: Any, rec: Recorder) -> None:
 def record_conditioning_case(model: Any, rec: Recorder, cond_dicts: list[dict[str, Any]]) -> None:
     import torch
 
-    with torch.no_grad():
+    with torch.no_grad(), t5_recorded(model) as t5_calls:
         ct = model.conditioner(cond_dicts, "cpu")
         ci = model.get_conditioning_inputs(ct)
         nci = model.get_conditioning_inputs(ct, negative=True)
@@ -419,7 +515,7 @@ def record_conditioning_case(model: Any, rec: Recorder, cond_dicts: list[dict[st
             "conditioning": cond_dicts,
             "dtypes": {k: str(ci[k].dtype).replace("torch.", "") for k in outs},
         },
-        inputs={},
+        inputs=rec.t5_calls(t5_calls),
         outputs=outs,
     )
     print(
@@ -604,6 +700,56 @@ def record_vae_cases(model: Any, rec: Recorder, gen: Any, enc_seed: int) -> None
     print(f"  vae_encode: latents {stats(z)}; pre-bottleneck dtype {pre.dtype}")
 
 
+def record_stages(
+    rec: Recorder,
+    name: str,
+    t5_calls: list[Any],
+    dit_calls: list[Any],
+    enc_calls: list[Any],
+    sampler: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
+    """Store what the stage-by-stage (tier 1) checks feed each stage, and what they compare.
+
+    Inputs: the T5 calls, the init-audio encoder calls and the conditioning the DiT got
+    (identical at every step). Outputs: the sampler's start (x, sigmas), and per model
+    evaluation i the DiT's input x and time t (what the sampler computed) and its output (what
+    the DiT computed).
+    """
+    import torch
+
+    inputs: dict[str, Any] = dict(rec.t5_calls(t5_calls))
+    if enc_calls:
+        inputs["encoder_audio"] = [
+            rec.put(f"{name}/encoder_call{k}/audio", args[0], "VAE encoder input")
+            for k, (args, _, _) in enumerate(enc_calls)
+        ]
+        inputs["encoder_out"] = [
+            rec.put(f"{name}/encoder_call{k}/out", out, "VAE encoder output (pre-bottleneck)")
+            for k, (_, _, out) in enumerate(enc_calls)
+        ]
+    outputs = {
+        "sigmas": rec.put(f"{name}/sigmas", sampler["sigmas"], "the sampler's schedule"),
+        "sampler_x": rec.put(f"{name}/sampler_x", sampler["x"], "the sampler's initial x"),
+    }
+    _, kw0, _ = dit_calls[0]
+    dit_kwargs: dict[str, Any] = {}
+    for k, v in kw0.items():
+        if isinstance(v, torch.Tensor):
+            inputs[f"dit_cond/{k}"] = rec.put(f"{name}/dit_cond/{k}", v, "DiT keyword argument")
+        else:
+            dit_kwargs[k] = list(v) if isinstance(v, tuple) else v
+    for i, (args, kw, out) in enumerate(dit_calls):
+        assert kw.keys() == kw0.keys()
+        for k, v in kw.items():
+            same = torch.equal(v, kw0[k]) if isinstance(v, torch.Tensor) else v == kw0[k]
+            assert same, (name, i, k)
+        x, t = args
+        outputs[f"step{i}/dit_x"] = rec.put(f"{name}/step{i}/dit_x", x, "DiT input x")
+        outputs[f"step{i}/dit_t"] = rec.put(f"{name}/step{i}/dit_t", t, "DiT input t")
+        outputs[f"step{i}/dit_out"] = rec.put(f"{name}/step{i}/dit_out", out, "DiT output")
+    return inputs, outputs, dit_kwargs
+
+
 def record_generate_cases(
     model: Any,
     rec: Recorder,
@@ -633,11 +779,18 @@ def record_generate_cases(
             kw = copy.deepcopy(args)
             if run.get("init_audio"):
                 kw["init_audio"] = (SAMPLE_RATE, init_audio.clone())
-            with torch.no_grad():
+            with (
+                torch.no_grad(),
+                t5_recorded(model) as t5_calls,
+                calls_recorded(model.model) as dit_calls,
+                calls_recorded(model.pretransform.model.encoder) as enc_calls,
+                sampler_recorded(model) as sampler,
+            ):
                 y = generate_diffusion_cond(
                     model, device="cpu", return_latents=return_latents, **kw
                 )
             outs["latents" if return_latents else "audio"] = y
+        assert torch.equal(sampler["out"], outs["latents"]), name
         with torch.no_grad():
             redecoded = model.pretransform.decode(outs["latents"].to(pt_dtype))
         same = torch.equal(redecoded, outs["audio"])
@@ -671,6 +824,12 @@ def record_generate_cases(
             "torch.manual_seed(seed); torch.randn(B, io_channels, T): "
             "the initial noise generate_diffusion_cond draws first",
         )
+        inputs, step_outputs, dit_kwargs = record_stages(
+            rec, name, t5_calls, dit_calls, enc_calls, sampler
+        )
+        outputs.update(step_outputs)
+        if run.get("init_audio"):
+            inputs["init_audio"] = init_name
         extra: dict[str, Any] = {}
         if not keep_audio:
             extra["audio_omitted"] = (
@@ -683,8 +842,9 @@ def record_generate_cases(
             kind="generate",
             call="generate_diffusion_cond(model, device='cpu', return_latents=..., **params)",
             params=params,
-            inputs={"init_audio": init_name} if run.get("init_audio") else {},
+            inputs=inputs,
             outputs=outputs,
+            dit_kwargs=dit_kwargs,
             audio_stored=keep_audio,
             decode_of_latents_equals_audio=same,
             **extra,
@@ -758,10 +918,11 @@ def run_model(name: str, cfg: dict[str, Any], out: Path, threads: int) -> None:
     record_number_cases(model, rec)
     record_t5_case(model, rec)
     is_v = model.diffusion_objective == "v"
+    # seconds_total within the 0.37 s window, so SatEngine.render accepts the same request
     cond: dict[str, Any] = (
-        {"prompt": PROMPT, "seconds_start": 0, "seconds_total": 1}
+        {"prompt": PROMPT, "seconds_start": 0, "seconds_total": 0.25}
         if is_v
-        else {"prompt": PROMPT, "seconds_total": 1}
+        else {"prompt": PROMPT, "seconds_total": 0.25}
     )
     neg = dict(cond, prompt=NEG_PROMPT)
     cond2 = dict(cond, prompt=PROMPTS[2], seconds_total=7.5)
