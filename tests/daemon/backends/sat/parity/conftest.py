@@ -32,7 +32,7 @@ from latentloop_daemon.backends.sat import sampling
 from latentloop_daemon.backends.sat.backend import SatEngine
 from latentloop_daemon.backends.sat.model import SamplerSettings, generate
 
-COMMITTED = Path(__file__).resolve().parents[2] / "data" / "goldens"
+COMMITTED = Path(__file__).resolve().parents[4] / "data" / "goldens"
 MODELS = ("sao10-tiny", "small-tiny")
 FP16_ULP = 2.0**-10  # spacing of float16 numbers in [1, 2)
 FP32_ULP = 2.0**-23
@@ -67,24 +67,29 @@ TOLERANCES: dict[str, Tolerance] = {
         "purpose: it is transformers' code; our projection is checked in fp32 on its output",
     ),
     "fp32": Tolerance(
-        1e-5,
+        5e-5,
         "float32",
         "fp32 linear algebra on recorded inputs (T5 projection, number embedders, "
-        "conditioning, one DiT call): summation order differs per ISA and thread split; "
-        "~80 ulp at the tensor's scale",
+        "conditioning, one DiT call): summation order differs per ISA, GEMM blocking and "
+        "thread split (dot products of up to 768 terms); ~400 ulp at the tensor's scale: 14x "
+        "the worst seen on AVX2-class kernels, room for AVX-512 blocking, and still 7x below "
+        "what a 1e-3 change of one weight tensor does",
     ),
     "sampler": Tolerance(
-        2e-6,
+        5e-6,
         "float32",
-        "sampler math on recorded DiT outputs: elementwise fp32 plus torchsde's Brownian "
-        "tree (torch.randn, ISA-dependent in the last bits); ~17 ulp at the scale",
+        "sampler math on recorded DiT outputs: elementwise fp32 (exp/expm1, FMA contraction "
+        "differs between vectorised and scalar kernels) plus torchsde's Brownian tree "
+        "(torch.randn, ISA-dependent in the last bits), over up to 8 steps; ~40 ulp at the "
+        "scale, 12x the worst seen; a wrong coefficient moves latents by 1e-3 or more",
     ),
     "vae_fp32": Tolerance(
-        1e-4,
+        3e-4,
         "float32",
         "fp32 Oobleck VAE: ~30 convolutions and snakes whose kernels sum in ISA-dependent "
         "order; the random tiny VAE amplifies relative changes ~15x (a 1e-3 change of one "
-        "gain moves the output 1.4%), and render's decoder gets our (not the recorded) latents",
+        "gain moves the output 1.4%), and render's decoder gets our (not the recorded) latents; "
+        "10x the worst seen",
     ),
     "vae_fp16": Tolerance(
         0.2,
