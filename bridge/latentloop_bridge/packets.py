@@ -204,6 +204,9 @@ class _Reader:
         return data
 
 
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
 def _read_float32(reader: _Reader) -> float:
     """Read `f` as the shortest decimal that round-trips (Pd's 127.3 is 127.3, not 127.30000305)."""
     raw = reader.take(4)
@@ -212,7 +215,8 @@ def _read_float32(reader: _Reader) -> float:
         return float(value)
     for digits in range(1, 10):
         shortest = float(f"{value:.{digits}g}")
-        if struct.pack(">f", shortest) == raw:
+        # a short decimal of a value near the float32 maximum can round past it (3.402824e38)
+        if abs(shortest) <= _FLOAT32_MAX and struct.pack(">f", shortest) == raw:
             return shortest
     return float(value)  # pragma: no cover - 9 significant digits always round-trip
 

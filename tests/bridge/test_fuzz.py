@@ -158,16 +158,16 @@ def test_well_formed_messages_with_any_arguments(leaf: str, args: list, delay_s)
 FLT_MAX = 3.4028234663852886e38
 
 
-@pytest.mark.xfail(raises=OverflowError, strict=True, reason="bridge bug, found by the fuzz")
-def test_the_largest_float32_is_parsed() -> None:
-    """A valid `f` argument near FLT_MAX must parse (or be a ProtocolError), never escape.
+@pytest.mark.parametrize("value", [FLT_MAX, -FLT_MAX, 3.4028e38, 1.17549435e-38])
+def test_float32_extremes_are_parsed(value: float) -> None:
+    """A valid `f` argument near FLT_MAX parses to the exact float32 value, never escapes.
 
-    Bug (not fixed here): `packets._read_float32` looks for the shortest decimal that
-    round-trips by packing candidates with `struct.pack(">f", ...)`; a candidate rounded up past
-    FLT_MAX ("3.402824e+38") raises OverflowError. `admit_datagram` lets it escape, the
-    receive loop logs "unexpected error" and the sender gets no reply at all. Remove the
-    xfail once fixed (strict: the test then reports XPASS as a failure).
+    Found by the fuzz: `packets._read_float32` looks for the shortest decimal that round-trips;
+    a candidate rounded past FLT_MAX ("3.402824e+38") made `struct.pack` raise OverflowError,
+    which escaped `admit_datagram` and left the sender without a reply.
     """
-    data = b"/latentloop/ping\x00\x00\x00\x00,f\x00\x00" + struct.pack(">f", FLT_MAX)
+    raw = struct.pack(">f", value)
+    data = b"/latentloop/ping\x00\x00\x00\x00,f\x00\x00" + raw
     (message,) = parse_packet(data)
-    assert message.args == [FLT_MAX]
+    (parsed,) = message.args
+    assert struct.pack(">f", parsed) == raw

@@ -9,6 +9,7 @@ stops the worker: it is reported and the next job runs.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -143,8 +144,8 @@ class RenderWorker(threading.Thread):
         self.events.failed(job, code, message)
 
     def _progress(self, job: RenderJob) -> Callable[[int, int, float], None]:
-        """At most one ``progress`` per ``progress_interval_s``; the last step always."""
-        last = [0.0]
+        """The first and last steps always; between them at most one per ``progress_interval_s``."""
+        last = [-math.inf]
         interval = self.settings.progress_interval_s
 
         def on_step(step: int, total: int, sigma: float) -> None:
