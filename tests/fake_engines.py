@@ -10,11 +10,13 @@ RATE = 44100
 WINDOW = RATE * 12
 
 
-def capabilities(model_id="click", window=WINDOW):
+def capabilities(model_id="click", window=WINDOW, default_steps=2):
+    """A fixed-window, v-objective stereo model at 44.1 kHz (what the loop pipeline reads)."""
     return Capabilities(
         model_id=model_id, revision=None, objective="v", sample_rate=RATE, channels=2,
         window_samples=window, max_seconds_total=window / RATE, fixed_window=True,
-        default_steps=2, default_cfg_scale=1.0, default_sampler="euler", samplers=("euler",),
+        default_steps=default_steps, default_cfg_scale=1.0, default_sampler="euler",
+        samplers=("euler",),
         conditioning=("prompt", "seconds_total"), supports_negative_prompt=True,
         supports_init_audio=False, max_batch_size=4, device="cpu", precision="fp32",
     )  # fmt: skip

@@ -184,8 +184,8 @@ def _render_raw(engine: Any, request: Any, out_dir: Path, default_s: float) -> i
     """--raw: the model's full window untouched, float32 (seconds_total = ``--seconds``, else
     ``render.seconds``)."""
     from latentloop_daemon.cli.progress import progress_bar
-    from latentloop_daemon.engine import RenderRequest
     from latentloop_daemon.files.writer import save_raw
+    from latentloop_daemon.loops.pipeline import engine_request
 
     caps = engine.capabilities
     seconds = request.seconds if request.seconds is not None else default_s
@@ -193,18 +193,7 @@ def _render_raw(engine: Any, request: Any, out_dir: Path, default_s: float) -> i
         raise RenderError(
             f"{seconds:g} s is longer than {caps.model_id} renders ({caps.max_seconds_total:g} s)"
         )
-    raw = RenderRequest(
-        prompt=request.prompt,
-        seconds_total=seconds,
-        negative_prompt=request.negative,
-        seed=request.seed,
-        steps=request.steps,
-        cfg_scale=request.cfg,
-        sampler=request.sampler,
-        batch_size=request.variations,
-        init_audio=request.init_audio,
-        init_noise_level=request.init_noise_level,
-    )
+    raw = engine_request(request, prompt=request.prompt, seconds_total=seconds, seed=request.seed)
     with progress_bar() as on_step:
         result = engine.render(raw, on_step=on_step)
     for wav in save_raw(result, raw, out_dir):

@@ -126,11 +126,14 @@ def resolve_length(request: LoopRequest, rate: int, settings: RenderConfig) -> L
         raise RenderError(str(e)) from e
 
 
-def engine_request(request: LoopRequest, plan: LoopPlan, seed: int | None) -> RenderRequest:
-    """Step 3: the model-level request (prompt and length conditioning from the plan)."""
+def engine_request(
+    request: LoopRequest, *, prompt: str, seconds_total: float, seed: int | None
+) -> RenderRequest:
+    """Step 3: the model-level request: ``prompt`` and ``seconds_total`` come from the plan (or,
+    for ``--raw``, from the user), the rest from ``request``."""
     return RenderRequest(
-        prompt=plan.prompt,
-        seconds_total=plan.seconds_total,
+        prompt=prompt,
+        seconds_total=seconds_total,
         negative_prompt=request.negative or None,
         seed=seed,
         steps=request.steps,
@@ -174,7 +177,11 @@ def render_clips(
     best: tuple[float, RenderResult, list[Clip]] | None = None
     for attempt in range(s.max_rerolls + 1):
         result = engine.render(
-            engine_request(request, plan, seed), hooks.on_step, hooks.should_cancel
+            engine_request(
+                request, prompt=plan.prompt, seconds_total=plan.seconds_total, seed=seed
+            ),
+            hooks.on_step,
+            hooks.should_cancel,
         )
         clips = [
             finish_clip(result.audio[i], plan, s, result.seed, i) for i in range(result.batch_size)

@@ -10,12 +10,12 @@ import typing
 import numpy as np
 import pytest
 import soundfile as sf
-from fake_engines import ClickEngine
+from fake_engines import ClickEngine, capabilities
 
 from latentloop_bridge.client import Client, RenderFailed
 from latentloop_bridge.commands import Command
 from latentloop_daemon.config import load_config
-from latentloop_daemon.engine import Capabilities, RenderResult
+from latentloop_daemon.engine import RenderResult
 from latentloop_daemon.errors import OutputError, RenderCancelled
 from latentloop_daemon.files import writer
 from latentloop_daemon.service.lifecycle import Service
@@ -30,13 +30,7 @@ class FakeEngine:
 
     def __init__(self) -> None:
         self.requests = []
-        self.capabilities = Capabilities(
-            model_id="fake", revision=None, objective="v", sample_rate=RATE, channels=2,
-            window_samples=WINDOW, max_seconds_total=10.0, fixed_window=True, default_steps=3,
-            default_cfg_scale=1.0, default_sampler="euler", samplers=("euler",),
-            conditioning=("prompt", "seconds_total"), supports_negative_prompt=True,
-            supports_init_audio=False, max_batch_size=4, device="cpu", precision="fp32",
-        )  # fmt: skip
+        self.capabilities = capabilities("fake", WINDOW, default_steps=3)
 
     def render(self, request, on_step=None, should_cancel=None):
         self.requests.append(request)

@@ -12,10 +12,11 @@ import time
 
 import numpy as np
 import pytest
+from fake_engines import capabilities
 
 from latentloop_bridge.client import Client, RenderFailed
 from latentloop_daemon.config import load_config
-from latentloop_daemon.engine import Capabilities, RenderResult
+from latentloop_daemon.engine import RenderResult
 from latentloop_daemon.errors import RenderCancelled
 from latentloop_daemon.service import Service
 
@@ -31,13 +32,7 @@ class HoldAfterLastStep:
     def __init__(self) -> None:
         self.after_last_step = threading.Event()
         self.cancel_seen = threading.Event()
-        self.capabilities = Capabilities(
-            model_id="hold", revision=None, objective="v", sample_rate=RATE, channels=2,
-            window_samples=WINDOW, max_seconds_total=10.0, fixed_window=True, default_steps=3,
-            default_cfg_scale=1.0, default_sampler="euler", samplers=("euler",),
-            conditioning=("prompt", "seconds_total"), supports_negative_prompt=True,
-            supports_init_audio=False, max_batch_size=4, device="cpu", precision="fp32",
-        )  # fmt: skip
+        self.capabilities = capabilities("hold", WINDOW, default_steps=3)
 
     def render(self, request, on_step=None, should_cancel=None):
         steps = request.steps or 3
