@@ -89,52 +89,52 @@ def test_random_bytes(data: bytes) -> None:
     depth(b"#bundle\x00" + data)
 
 
-def test_mutated_datagrams_reach_admission() -> None:
-    """Overwrite bytes of a valid seed (anywhere, or one aligned 4-byte word: a number, a
-    size, a timetag, four characters), or cut it short; count how deep each input gets.
+PATCHES = (
+    b"\x00\x00\x00\x00",
+    b"\xff\xff\xff\xff",
+    b"\x00\x00\x00\x01",
+    b"\x7f\x80\x00\x00",
+    b"drum",
+)
 
-    Most patches break the address or a string's padding, but with valid seeds about a fifth
-    of each seed's mutants still parse as packets and about 9 % in all are admitted as
-    commands (hypothesis is derandomized: the same inputs every run). The bounds below leave
-    a margin; a seed that stopped being valid sends nearly all its mutants back at the packet
-    parser: with the bundle seed's element size set to 20 instead of 28 (its old bug), 0 of
-    its 114 mutants got past the packet parser and this test failed.
+
+def mutants(seed: bytes) -> list[bytes]:
+    """Every aligned 4-byte word overwritten with each of ``PATCHES`` (a number, a size, a
+    timetag, a type tag, four characters), every single-bit flip of the lowest bit, and every
+    word-aligned truncation: a fixed, exhaustive set, the same on every machine."""
+    out = [seed[:at] + patch + seed[at + 4 :] for at in range(0, len(seed), 4) for patch in PATCHES]
+    out += [seed[:at] + bytes([seed[at] ^ 1]) + seed[at + 1 :] for at in range(len(seed))]
+    out += [seed[:cut] for cut in range(0, len(seed), 4)]
+    return out
+
+
+def test_mutated_datagrams_reach_admission() -> None:
+    """Mutants of valid seeds: count how deep each gets; none may raise anything else.
+
+    Most mutants break the address or a string's padding, but with valid seeds a good share
+    of each seed's mutants still parse as packets (about 40 %) and some are admitted as
+    commands (a changed number, a changed id). A seed that stopped being valid sends nearly
+    all its mutants back at the packet parser: with the bundle seed's element size set to 20
+    instead of 28 (its old bug), none got past the packet parser and this test failed. The
+    set is deterministic (no random sampling), so the counts are the same on every run.
     """
     reached: Counter[tuple[str, str]] = Counter()
-
-    @settings(max_examples=700, deadline=None, database=None, derandomize=True)
-    @given(
-        st.sampled_from(sorted(SEEDS)),
-        st.integers(0, 200),
-        st.binary(min_size=1, max_size=8),
-        st.booleans(),
-    )
-    def mutate(name: str, at: int, patch: bytes, aligned: bool) -> None:
-        seed = SEEDS[name]
-        if aligned:
-            at, patch = 4 * (at % (len(seed) // 4)), (patch * 4)[:4]
-        else:
-            at %= len(seed)
-        reached[name, depth(seed[:at] + patch + seed[at + len(patch) :])] += 1
-        depth(seed[:at])
-
-    mutate()
-
+    for name, seed in SEEDS.items():
+        for data in mutants(seed):
+            reached[name, depth(data)] += 1
     total = sum(reached.values())
-    for name in SEEDS:
-        count = sum(n for (seed, _), n in reached.items() if seed == name)
+    for name, seed in SEEDS.items():
+        count = len(mutants(seed))
         parsed = reached[name, "message"] + reached[name, "command"]
-        assert count >= 20, (name, count)  # every seed is exercised
-        assert parsed >= 0.1 * count, (name, dict(reached))
-        assert reached[name, "command"] >= 1, (name, dict(reached))
+        assert parsed >= 0.15 * count, (name, dict(reached))
+        assert reached[name, "command"] >= 2, (name, dict(reached))
     commands = sum(n for (_, how), n in reached.items() if how == "command")
-    assert commands >= 0.05 * total, dict(reached)
+    assert commands >= 0.1 * total, dict(reached)
 
 
 VALUES = st.one_of(
     st.integers(-(2**31), 2**31 - 1),
-    # not within 0.01 % of the largest float32: see test_the_largest_float32_is_parsed
-    st.floats(-3.3999999521443642e38, 3.3999999521443642e38, width=32),
+    st.floats(width=32),  # the whole float32 range (see test_float32_extremes_are_parsed)
     st.sampled_from([math.inf, -math.inf, math.nan]),
     st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=12),
     st.sampled_from(["prompt", "bpm", "bars", "seconds", "seed", "steps", "replace", "key"]),
