@@ -41,3 +41,11 @@ class OutputError(RenderError):
 
 class RenderCancelled(RenderError):
     """A render was cancelled; raised from the step callback between sampler steps."""
+
+
+class AudioDeviceError(LatentloopError):
+    """The sound card or audio server failed (wraps ``sounddevice.PortAudioError``)."""
+
+
+class PlaybackError(LatentloopError):
+    """A playback request cannot be carried out (no such job, slot, file; playback off)."""
