@@ -7,7 +7,7 @@ rules (docs/playback.md, "Real-time rules"):
   goes into them with ``out=`` (CPython still creates small objects per block: ints, floats,
   array views; those come from its small-object allocator and never touch the audio data);
 - no I/O, no logging, no locks: the control thread publishes a new clip by assigning one
-  reference (``Slot.mailbox = Launch(...)``), a new tempo by assigning ``Mixer.grid``, a gain by
+  reference (``Slot.publish(Launch(...))``), a new tempo by assigning ``Mixer.grid``, a gain by
   assigning a float; the callback only reads those and writes its own fields;
 - underruns and the stream clock are recorded into preallocated fields, reported by the
   control thread.
@@ -50,16 +50,29 @@ class Voice:
 @dataclass(frozen=True, slots=True, eq=False)
 class Launch:
     """Start ``voice`` (None: stop) at sample ``at``, inside its repeat ``rep`` that began at
-    sample ``rep_start`` (``rep`` 0 and ``rep_start == at`` for a fresh start)."""
+    sample ``rep_start`` (``rep`` 0 and ``rep_start == at`` for a fresh start).
+
+    ``prev`` chains launches still waiting when this one was published (earlier ``at``), so a
+    stop queued behind a pending swap does not erase it; the callback takes them oldest first.
+    """
 
     voice: Voice | None
     at: int
     rep: int = 0
     rep_start: int = 0
+    prev: Launch | None = None
 
 
 class Slot:
     """One track. The control thread writes ``mailbox`` and ``gain``; the callback the rest."""
+
+    def publish(self, launch: Launch) -> Launch:
+        """(Control thread) queue ``launch``: after a pending earlier one, else replacing it."""
+        pending = self.mailbox
+        if pending is not None and pending is not self.taken and pending.at <= launch.at:
+            launch = Launch(launch.voice, launch.at, launch.rep, launch.rep_start, pending)
+        self.mailbox = launch
+        return launch
 
     def __init__(self) -> None:
         self.mailbox: Launch | None = None
@@ -136,24 +149,34 @@ class Mixer:
         self.blocks += 1
 
     def _render_slot(self, slot: Slot, out: npt.NDArray[np.float32], start: int, n: int) -> None:
-        launch = slot.mailbox
         end = start + n
-        if launch is not None and launch is not slot.taken and launch.at < end:
-            at = launch.at if launch.at > start else start
+        pos = start
+        launch = self._due(slot, end)
+        while launch is not None:
+            at = launch.at if launch.at > pos else pos
             slot.taken = launch
-            self._fade_out(slot, out, start, at, start)
-            self._mix_voice(slot, out, start, at, start, slot.gain_now, slot.gain_now)
+            self._fade_out(slot, out, pos, at, start)
+            self._mix_voice(slot, out, pos, at, start, slot.gain_now, slot.gain_now)
             self._start_fade(slot, at)  # an older fade still running is cut here
-            self._fade_out(slot, out, at, end, start)
             slot.voice = launch.voice
             slot.rep, slot.rep_start = launch.rep, launch.rep_start
             slot.rep_end = self._rep_end(slot)
             slot.started_at = at
-            self._mix_voice(slot, out, at, end, start, slot.gain_now, slot.gain)
-        else:
-            self._fade_out(slot, out, start, end, start)
-            self._mix_voice(slot, out, start, end, start, slot.gain_now, slot.gain)
+            pos = at
+            launch = self._due(slot, end)
+        self._fade_out(slot, out, pos, end, start)
+        self._mix_voice(slot, out, pos, end, start, slot.gain_now, slot.gain)
         slot.gain_now = slot.gain
+
+    @staticmethod
+    def _due(slot: Slot, end: int) -> Launch | None:
+        """The oldest launch not yet taken, if it starts before sample ``end``."""
+        launch = slot.mailbox
+        if launch is None or launch is slot.taken:
+            return None
+        while launch.prev is not None and launch.prev is not slot.taken:
+            launch = launch.prev
+        return launch if launch.at < end else None
 
     def _rep_end(self, slot: Slot) -> int:
         voice, grid = slot.voice, self.grid

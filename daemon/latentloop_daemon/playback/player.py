@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 _TICK_S = 0.005
+_SWITCH_INTERVAL_S = 0.0005
 _STALL_S = 2.0  # no callback for this long while the stream should run: the device is gone
 
 
@@ -102,6 +104,9 @@ class Player:
             AudioDeviceError: the device could not be opened.
         """
         self._open_stream()
+        # A thread that wants the GIL waits up to the switch interval (5 ms by default) for
+        # the holder to let go: the callback must not wait that long (docs/perf.md)
+        sys.setswitchinterval(min(sys.getswitchinterval(), _SWITCH_INTERVAL_S))
         self._thread = threading.Thread(target=self._control_loop, name="player", daemon=True)
         self._thread.start()
         if self.config.link:
@@ -157,8 +162,7 @@ class Player:
             at, beat = grid.next_boundary(self._earliest(), quantize)
         anchored = prepared.beats is not None and quantize != "now"
         voice = Voice(prepared.audio, prepared.beats if anchored else None, beat, loop)
-        launch = Launch(voice, at, 0, at)
-        mixer.slots[slot].mailbox = launch
+        launch = mixer.slots[slot].publish(Launch(voice, at, 0, at))
         self.playing[slot] = Playing(loop, launch)
         self._notices.append((at, launch, slot, loop.job_id, loop.path))
         return slot, grid.bar_of_beat(beat)
@@ -175,7 +179,7 @@ class Player:
             bar = mixer.grid.bar_of_beat(beat)
         for index in [slot] if slot is not None else list(self.playing):
             if index in self.playing:
-                mixer.slots[index].mailbox = Launch(None, at)
+                mixer.slots[index].publish(Launch(None, at))
                 del self.playing[index]
         return bar
 
@@ -304,7 +308,7 @@ class Player:
             launches[slot] = Launch(new_voice, at, rep, rep_start)
         mixer.grid = grid  # 4. publish: the grid first, then the swaps (all before ``at``)
         for slot, launch in launches.items():
-            mixer.slots[slot].mailbox = launch
+            launch = mixer.slots[slot].publish(launch)
             self.playing[slot] = Playing(self.playing[slot].loop, launch)
         self.bpm, self.beats_per_bar = bpm, beats_per_bar
         return bar
