@@ -16,7 +16,6 @@ import threading
 import time
 
 import numpy as np
-
 from tests.conftest import require_tool
 
 

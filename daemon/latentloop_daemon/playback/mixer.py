@@ -66,14 +66,6 @@ class Launch:
 class Slot:
     """One track. The control thread writes ``mailbox`` and ``gain``; the callback the rest."""
 
-    def publish(self, launch: Launch) -> Launch:
-        """(Control thread) queue ``launch``: after a pending earlier one, else replacing it."""
-        pending = self.mailbox
-        if pending is not None and pending is not self.taken and pending.at <= launch.at:
-            launch = Launch(launch.voice, launch.at, launch.rep, launch.rep_start, pending)
-        self.mailbox = launch
-        return launch
-
     def __init__(self) -> None:
         self.mailbox: Launch | None = None
         self.gain = 1.0  # linear; the callback ramps from the last value over one block
@@ -88,6 +80,14 @@ class Slot:
         self.fade_done = 0  # fade frames already played
         self.gain_now = 1.0
         self.started_at = -1  # sample where ``voice`` started (read by the control thread)
+
+    def publish(self, launch: Launch) -> Launch:
+        """(Control thread) queue ``launch``: after a pending earlier one, else replacing it."""
+        pending = self.mailbox
+        if pending is not None and pending is not self.taken and pending.at <= launch.at:
+            launch = Launch(launch.voice, launch.at, launch.rep, launch.rep_start, pending)
+        self.mailbox = launch
+        return launch
 
 
 class Mixer:

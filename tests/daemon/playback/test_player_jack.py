@@ -10,8 +10,8 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-
 from jackd import Capture, first_sound
+
 from latentloop_daemon.playback.source import Loop
 
 RATE = 44100
