@@ -48,4 +48,8 @@ class AudioDeviceError(LatentloopError):
 
 
 class PlaybackError(LatentloopError):
-    """A playback request cannot be carried out (no such job, slot, file; playback off)."""
+    """A playback request cannot be carried out; ``code`` is its protocol fail code."""
+
+    def __init__(self, message: str, code: str = "invalid") -> None:
+        super().__init__(message)
+        self.code = code

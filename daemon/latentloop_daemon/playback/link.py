@@ -27,7 +27,8 @@ class LinkSession:
             import link
         except ImportError as e:
             raise PlaybackError(
-                "Ableton Link needs the optional binding: pip install 'latentloop[link]'"
+                "Ableton Link needs the optional binding: pip install 'latentloop[link]'",
+                code="unavailable",
             ) from e
         self._link: Any = link.Link(bpm)
         self._link.enabled = True

@@ -127,11 +127,15 @@ class Player:
     def active(self) -> bool:
         return self.stream is not None
 
+    @property
+    def device_name(self) -> str:
+        return self.device.name if self.device is not None else ""
+
     def submit(self, task: Callable[[], T]) -> Future[T]:
         """Run ``task`` on the control thread; its result or exception comes in the future."""
         future: Future[T] = Future()
         if self._thread is None:
-            future.set_exception(PlaybackError("playback is off"))
+            future.set_exception(PlaybackError("playback is off", code="no_audio"))
         else:
             self._tasks.put((task, future))
         return future
@@ -254,7 +258,8 @@ class Player:
 
     def _mixer(self) -> Mixer:
         if self.mixer is None or self.stream is None:
-            raise PlaybackError(f"playback is off{': ' + self.error if self.error else ''}")
+            why = f": {self.error}" if self.error else ""
+            raise PlaybackError(f"playback is off{why}", code="no_audio")
         return self.mixer
 
     def _check_slot(self, slot: int) -> None:
