@@ -6,6 +6,8 @@ start; PortAudio's JACK client must be closed before the server stops (else an a
 so the in-process teardown terminates PortAudio first, and a daemon under test is stopped
 before the server.
 
+``realtime=True`` runs the server (and its clients' process threads, PortAudio's callback
+among them) with real-time scheduling, as a music machine does; root in CI may do that.
 JACK2's dummy driver paces itself in real time (a shorter ``--wait`` only causes xruns), so a
 test lasts as long as the audio it captures.
 """
@@ -22,7 +24,7 @@ from tests.conftest import require_tool
 class JackServer:
     """``jackd -d dummy`` on its own server name, so parallel runs never share one."""
 
-    def __init__(self, tmp_path, rate=44100, period=1024, name=None):
+    def __init__(self, tmp_path, rate=44100, period=1024, name=None, realtime=False):
         self.rate, self.period = rate, period
         self.name = name or f"lltest{os.getpid()}_{time.monotonic_ns() % 10**6}"
         self.env = {"JACK_DEFAULT_SERVER": self.name, "JACK_NO_AUDIO_RESERVATION": "1"}
@@ -90,9 +92,15 @@ class Capture:
         if stop >= self.buffer.shape[0]:
             self.full.set()
 
-    def connect(self, pattern):
-        outs = self.client.get_ports(pattern, is_audio=True, is_output=True)
-        assert len(outs) >= len(self.ports), f"no output ports match {pattern!r}: {outs}"
+    def connect(self, pattern, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            outs = self.client.get_ports(pattern, is_audio=True, is_output=True)
+            if len(outs) >= len(self.ports) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        every = [p.name for p in self.client.get_ports(is_output=True)]
+        assert len(outs) >= len(self.ports), f"no output ports match {pattern!r}: {every}"
         for src, dst in zip(outs[-len(self.ports) :], self.ports, strict=True):
             self.client.connect(src, dst)
 

@@ -102,13 +102,14 @@ def choose(spec: str, devices: list[Device] | None = None) -> Device:
     runs), a number an index, else a case-insensitive substring of the name.
 
     Raises:
-        NoOutputDevice: there are no output devices.
-        UnknownDevice: ``spec`` matches none (the message lists the devices).
+        NoOutputDevice: there are no output devices (and ``spec`` names none).
+        UnknownDevice: ``spec`` matches none (the message lists the devices): a device the
+            user named is never silently replaced by file-only mode.
     """
     devices = list_outputs() if devices is None else devices
-    if not devices:
-        raise NoOutputDevice("no output device found")
     spec = spec.strip()
+    if not devices and not spec:
+        raise NoOutputDevice("no output device found")
     if not spec:
         jack = [d for d in devices if "JACK" in d.host_api]
         default = [d for d in devices if d.is_default]

@@ -245,6 +245,7 @@ class Player:
             f"beats_per_bar={self.beats_per_bar} bar={bar} beat={beat:.2f} "
             f"underruns={mixer.underruns if mixer else 0} link_peers={peers} "
             f"audio={'on' if self.stream is not None else 'off'} rate={self.sample_rate} "
+            f"callback_p99_ms={self._callback_ms(99):.3f} callback_max_ms={self._callback_ms(100):.3f} "
             f"device={self.device.name if self.device else ''}"
         )
 
@@ -253,6 +254,14 @@ class Player:
         return ";".join(
             f"{slot}:{p.loop.job_id}:{p.loop.path}" for slot, p in sorted(self.playing.items())
         )
+
+    def _callback_ms(self, percentile: float) -> float:
+        """A percentile of the last 4096 callbacks' CPU time, in ms (0 before any)."""
+        mixer = self.mixer
+        count = min(mixer.blocks, self.callback_s.shape[0]) if mixer is not None else 0
+        if count == 0:
+            return 0.0
+        return 1000 * float(np.percentile(self.callback_s[:count], percentile))
 
     # --- internals --------------------------------------------------------------------------
 
