@@ -12,11 +12,11 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-
 from jackd import Capture, JackServer, first_sound
+from tests.conftest import DaemonProcess, stop_all
+
 from latentloop_bridge.client import Client
 from latentloop_bridge.spec import AUDIO_REPLY, PLAY_REPLY, PLAYING, STATUS_REPLY, TEMPO_REPLY
-from tests.conftest import DaemonProcess, stop_all
 
 RATE = 44100  # the tiny model's rate: the stream runs at JACK's, so no resampling
 

@@ -5,7 +5,8 @@
 - rate: soxr (VHQ), circularly: the loop is resampled with its own tail before it and its head
   after it, then cut, so the seam stays as seamless as it was;
 - tempo (``conform = "stretch"``): Signalsmith Stretch (``python-stretch``, MIT), circularly in
-  the same way, to exactly the transport's length of the loop's beats at the stream rate.
+  the same way, to exactly the transport's length of the loop's beats at the stream rate,
+  with a 20 ms crossfade at the seam (a pitch-keeping stretch does not end tones in phase);
   ``"as_is"`` plays it at its own tempo (it loops on its own length); ``"refuse"`` raises
   ``TempoMismatch`` naming both tempos.
 
@@ -29,6 +30,7 @@ from latentloop_daemon.playback.source import Loop
 
 CONFORM_MODES = ("stretch", "as_is", "refuse")
 _PAD_S = 0.25  # circular context on each side: longer than the stretcher's and soxr's windows
+_SEAM_FADE_S = 0.02  # stretched loops: crossfade at the seam (as loops/seam.py does on renders)
 
 
 class TempoMismatch(LatentloopError):
@@ -99,6 +101,15 @@ def stretch_loop(
     cut = out[:, start : start + frames]
     if cut.shape[1] < frames:  # the stretcher's output was a sample short at the end
         cut = np.concatenate([cut, cut[:, -1:].repeat(frames - cut.shape[1], 1)], 1)
+    # The stretcher keeps pitch, so tones do not end in phase with how they start: crossfade
+    # the loop's last samples into what the stretcher made just before ``start`` (the same
+    # part of the loop, flowing into sample 0), so the last sample leads into the first.
+    fade = min(round(_SEAM_FADE_S * sample_rate), frames // 4, start)
+    if fade > 0:
+        ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
+        lead_in = out[:, start - fade : start]
+        cut = cut.copy()
+        cut[:, frames - fade :] = cut[:, frames - fade :] * (1 - ramp) + lead_in * ramp
     return np.ascontiguousarray(cut.T, dtype=np.float32)
 
 
