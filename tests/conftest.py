@@ -37,12 +37,13 @@ class DaemonProcess:
     """``latentloop serve`` as a real subprocess on a free port (read back from its log).
 
     Every log line is kept with its arrival time (``time.monotonic()``), so tests can order
-    log events against OSC replies. The daemon runs with one torch thread unless
+    log events against OSC replies. ``audio=True`` leaves playback on (``--no-audio`` is passed
+    otherwise). The daemon runs with one torch thread unless
     ``OMP_NUM_THREADS`` is set: on a small (2-core) CI machine shared with the test process,
     two threads oversubscribe the CPU and make renders several times slower.
     """
 
-    def __init__(self, out_dir, *extra_args, model="tiny", env=None):
+    def __init__(self, out_dir, *extra_args, model="tiny", env=None, audio=False):
         import re
         import subprocess
         import sys
@@ -51,7 +52,8 @@ class DaemonProcess:
 
         self.out_dir = out_dir
         cmd = [sys.executable, "-m", "latentloop_daemon", "serve", "--model", model,
-               "--port", "0", "--out", str(out_dir), "--no-audio", *extra_args]  # fmt: skip
+               "--port", "0", "--out", str(out_dir), *([] if audio else ["--no-audio"]),
+               *extra_args]  # fmt: skip
         full_env = {"OMP_NUM_THREADS": "1", **os.environ, **(env or {})}
         self.started_s = time.monotonic()
         self.proc = subprocess.Popen(

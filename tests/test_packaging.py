@@ -71,12 +71,17 @@ def test_light_daemon_modules_do_not_import_torch():
         "latentloop_daemon.backends.sat.sources",
         "latentloop_daemon.backends.sat.config",
         "latentloop_daemon.backends.sat.known_configs",
+        "latentloop_daemon.playback.player",  # sounddevice, stretch and Link load lazily
+        "latentloop_daemon.playback.link",
+        "latentloop_daemon.cli.devices",
     ]
     done = _python(
         "import importlib, sys\n"
         f"for name in {modules!r}:\n"
         "    importlib.import_module(name)\n"
         "    assert 'torch' not in sys.modules, name + ' loaded torch'\n"
+        "    for lazy in ('sounddevice', 'python_stretch', 'link', 'jack'):\n"
+        "        assert lazy not in sys.modules, name + ' loaded ' + lazy\n"
         "from latentloop_daemon import cli\n"
         "cli.build_parser()  # every subcommand's module, as `latentloop --help` does\n"
         "assert 'torch' not in sys.modules, 'building the CLI parser loaded torch'\n"

@@ -137,6 +137,7 @@ class RenderOptions(TypedDict, total=False):
     cfg: float
     variations: int
     replace: bool
+    play: int  # queue the loop into this playback slot when it is written
     request_id: int
 
 

@@ -37,6 +37,7 @@ class RenderCommand:
     cfg: float | None = None
     variations: int = 1
     replace: bool = False
+    play: int | None = None  # queue the result into this playback slot
 
     @property
     def reply_id(self) -> int:
@@ -108,5 +109,121 @@ class NotifyCommand:
         return (sender[0], sender[1] if self.port is None else self.port)
 
 
-Command = RenderCommand | CancelCommand | StatusCommand | PingCommand | NotifyCommand
+@dataclass(frozen=True, slots=True)
+class PlayCommand:
+    """`/latentloop/play <id> <what> [slot] [quantize] [variation]`.
+
+    `what` is a job id of the sender's (`job_id`, its file number `variation`) or a path under
+    the output folder (`path`). None means the default: slot 0, the daemon's quantization.
+    """
+
+    command: ClassVar[str] = "play"
+
+    request_id: int
+    job_id: int | None = None
+    path: str | None = None
+    slot: int = 0
+    quantize: str | None = None
+    variation: int = 0
+
+    @property
+    def reply_id(self) -> int:
+        return self.request_id
+
+
+@dataclass(frozen=True, slots=True)
+class StopCommand:
+    """`/latentloop/stop <id> [slot] [quantize]`: slot None (omitted or -1) stops all."""
+
+    command: ClassVar[str] = "stop"
+
+    request_id: int
+    slot: int | None = None
+    quantize: str | None = None
+
+    @property
+    def reply_id(self) -> int:
+        return self.request_id
+
+
+@dataclass(frozen=True, slots=True)
+class GainCommand:
+    """`/latentloop/gain <id> <slot> <db>`."""
+
+    command: ClassVar[str] = "gain"
+
+    request_id: int
+    slot: int
+    db: float
+
+    @property
+    def reply_id(self) -> int:
+        return self.request_id
+
+
+@dataclass(frozen=True, slots=True)
+class TempoCommand:
+    """`/latentloop/tempo <id> <bpm> [beats_per_bar]`: from the next bar (Link: the session's)."""
+
+    command: ClassVar[str] = "tempo"
+
+    request_id: int
+    bpm: float
+    beats_per_bar: int | None = None
+
+    @property
+    def reply_id(self) -> int:
+        return self.request_id
+
+
+@dataclass(frozen=True, slots=True)
+class TransportCommand:
+    """`/latentloop/transport <id> <1|0>`: start or stop the transport."""
+
+    command: ClassVar[str] = "transport"
+
+    request_id: int
+    run: bool
+
+    @property
+    def reply_id(self) -> int:
+        return self.request_id
+
+
+@dataclass(frozen=True, slots=True)
+class LinkCommand:
+    """`/latentloop/link <id> <1|0>`: join or leave the Ableton Link session."""
+
+    command: ClassVar[str] = "link"
+
+    request_id: int
+    enabled: bool
+
+    @property
+    def reply_id(self) -> int:
+        return self.request_id
+
+
+@dataclass(frozen=True, slots=True)
+class AudioCommand:
+    """`/latentloop/audio <id> restart`: re-scan the devices and restart the stream."""
+
+    command: ClassVar[str] = "audio"
+
+    request_id: int
+    action: str
+
+    @property
+    def reply_id(self) -> int:
+        return self.request_id
+
+
+PlaybackCommand = (
+    PlayCommand | StopCommand | GainCommand | TempoCommand | TransportCommand | LinkCommand
+    | AudioCommand
+)  # fmt: skip
+
+Command = (
+    RenderCommand | CancelCommand | StatusCommand | PingCommand | NotifyCommand | PlaybackCommand
+)
 """Every request the daemon's handler receives."""

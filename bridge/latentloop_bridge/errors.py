@@ -23,6 +23,9 @@ class FailCode(StrEnum):
     NOT_FOUND = "not_found"  # cancel of an id this sender has no job for (daemon)
     STOPPING = "stopping"  # the daemon is shutting down (daemon)
     INTERNAL = "internal"  # a bug: the handler raised (bridge) or a render crashed (daemon)
+    NO_AUDIO = "no_audio"  # playback is off: --no-audio, no device, or the device failed
+    TEMPO = "tempo"  # a loop at another tempo and `audio.conform = "refuse"` (daemon)
+    UNAVAILABLE = "unavailable"  # an optional part is not installed (Link: latentloop[link])
 
 
 class ProtocolError(Exception):

@@ -12,14 +12,22 @@ from collections.abc import Callable, Sequence
 
 from pythonosc.osc_message_builder import OscMessageBuilder
 
+from latentloop_bridge import playback as pb
 from latentloop_bridge.commands import (
     Address,
+    AudioCommand,
     CancelCommand,
     Command,
+    GainCommand,
+    LinkCommand,
     NotifyCommand,
     PingCommand,
+    PlayCommand,
     RenderCommand,
     StatusCommand,
+    StopCommand,
+    TempoCommand,
+    TransportCommand,
 )
 from latentloop_bridge.errors import NO_ID, UNKNOWN_COMMAND, FailCode, ProtocolError
 from latentloop_bridge.packets import (
@@ -31,16 +39,20 @@ from latentloop_bridge.packets import (
 )
 from latentloop_bridge.render_args import parse_canonical, parse_positional
 from latentloop_bridge.spec import (
+    AUDIO,
     CANCEL,
     DEFAULT_HOST,
     DEFAULT_PORT,
     DONE,
     FAIL,
+    GAIN,
     INT32_MAX,
     INT32_MIN,
+    LINK,
     NOTIFY,
     NOTIFY_REPLY,
     PING,
+    PLAY,
     PONG,
     PREFIX,
     PROGRESS,
@@ -52,7 +64,10 @@ from latentloop_bridge.spec import (
     RETRY,
     STATUS,
     STATUS_REPLY,
+    STOP,
     SUGGESTED_REPLY_PORT,
+    TEMPO,
+    TRANSPORT,
     command_name,
 )
 from latentloop_bridge.values import (
@@ -75,8 +90,15 @@ __all__ = [
     "REQUEST_ADDRESSES", "STATUS", "STATUS_REPLY", "SUGGESTED_REPLY_PORT", "command_name",
     "OscArg", "ReplyArg", "Reply", "parse_message", "encode_message", "queued_reply",
     "progress_reply", "done_reply", "fail_reply", "error_reply", "status_reply", "pong_reply",
-    "notify_reply", "MAX_FAIL_MESSAGE_CHARS",
+    "notify_reply", "MAX_FAIL_MESSAGE_CHARS", "AudioCommand", "GainCommand", "LinkCommand",
+    "PlayCommand", "StopCommand", "TempoCommand", "TransportCommand", "encode_bundle",
+    "play_reply", "stop_reply", "gain_reply", "tempo_reply", "transport_reply", "link_reply",
+    "audio_reply", "playing_notice", "bar_notice",
 ]  # fmt: skip
+
+play_reply, stop_reply, gain_reply = pb.play_reply, pb.stop_reply, pb.gain_reply
+tempo_reply, transport_reply, link_reply = pb.tempo_reply, pb.transport_reply, pb.link_reply
+audio_reply, playing_notice, bar_notice = pb.audio_reply, pb.playing_notice, pb.bar_notice
 
 ReplyArg = int | float | str
 Reply = tuple[str, list[ReplyArg]]
@@ -157,6 +179,13 @@ _PARSERS: dict[str, Callable[[Sequence[OscArg]], Command]] = {
     STATUS: _parse_status,
     PING: _parse_ping,
     NOTIFY: _parse_notify,
+    PLAY: pb.parse_play,
+    STOP: pb.parse_stop,
+    GAIN: pb.parse_gain,
+    TEMPO: pb.parse_tempo,
+    TRANSPORT: pb.parse_transport,
+    LINK: pb.parse_link,
+    AUDIO: pb.parse_audio,
 }
 
 
@@ -278,6 +307,13 @@ def encode_message(address: str, args: Sequence[ReplyArg]) -> bytes:
     for index, value in enumerate(args):
         builder.add_arg(value, _reply_type(address, index, value))
     return builder.build().dgram
+
+
+def encode_bundle(unix_s: float, address: str, args: Sequence[ReplyArg]) -> bytes:
+    """One message in an OSC bundle timetagged `unix_s` (seconds since 1970, as NTP 32.32)."""
+    message = encode_message(address, args)
+    head = b"#bundle\x00" + unix_to_ntp(unix_s).to_bytes(8, "big")
+    return head + len(message).to_bytes(4, "big") + message
 
 
 def _reply_type(address: str, index: int, value: ReplyArg) -> str:

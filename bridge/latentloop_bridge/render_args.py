@@ -75,6 +75,7 @@ NAMES = (
     "cfg",
     "variations",
     "replace",
+    "play",
 )
 """The canonical parameter names; ranges and defaults are in docs/protocol.md."""
 
@@ -157,6 +158,7 @@ def _build(client_id: int | None, raw: Mapping[str, OscArg]) -> RenderCommand:
         cfg=_get(raw, "cfg", _cfg),
         variations=_get(raw, "variations", _variations) or 1,
         replace=_get(raw, "replace", as_flag) or False,
+        play=_get(raw, "play", _whole(RANGES["slot"])),
     )
 
 

@@ -26,7 +26,13 @@ from typing import Protocol
 from latentloop_bridge.commands import Address, Command
 from latentloop_bridge.errors import FailCode, ProtocolError
 from latentloop_bridge.intake import Delivery, admit_datagram, request_ids, shown, stopping
-from latentloop_bridge.protocol import ReplyArg, encode_message, error_reply, fail_reply
+from latentloop_bridge.protocol import (
+    ReplyArg,
+    encode_bundle,
+    encode_message,
+    error_reply,
+    fail_reply,
+)
 from latentloop_bridge.scheduler import Scheduler
 from latentloop_bridge.spec import (
     MAX_DATAGRAM_BYTES,
@@ -203,6 +209,15 @@ class OscServer:
     def publish(self, job_sender: Address, address: str, args: Sequence[ReplyArg]) -> int:
         """Report on a job: to its sender, every subscriber and the fixed targets."""
         return self.send([job_sender, *self.subscribers, *self._fixed], address, args)
+
+    def notify(self, address: str, args: Sequence[ReplyArg], at_unix_s: float | None = None) -> int:
+        """A notification no request caused: to the subscribers and the fixed targets; in a
+        bundle timetagged ``at_unix_s`` when given (e.g. `/latentloop/bar` at the downbeat)."""
+        targets = [*self.subscribers, *self._fixed]
+        if at_unix_s is None:
+            return self.send(targets, address, args)
+        data = encode_bundle(at_unix_s, address, args)
+        return sum(self._send_datagram(data, target) for target in dict.fromkeys(targets))
 
     def send(self, targets: Iterable[Address], address: str, args: Sequence[ReplyArg]) -> int:
         """Send one message to each distinct target, from the listening socket.

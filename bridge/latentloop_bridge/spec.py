@@ -9,12 +9,20 @@ PROTOCOL_VERSION = 1
 
 PREFIX = "/latentloop/"
 
-# Requests (client -> daemon). Later issues add play, stop, tempo: one constant, one parser each.
+# Requests (client -> daemon): one constant and one parser (`protocol._parse_<leaf>`) each.
 RENDER = "/latentloop/render"
 CANCEL = "/latentloop/cancel"
 STATUS = "/latentloop/status"
 PING = "/latentloop/ping"
 NOTIFY = "/latentloop/notify"
+# playback (docs/playback.md)
+PLAY = "/latentloop/play"
+STOP = "/latentloop/stop"
+GAIN = "/latentloop/gain"
+TEMPO = "/latentloop/tempo"
+TRANSPORT = "/latentloop/transport"
+LINK = "/latentloop/link"
+AUDIO = "/latentloop/audio"
 
 # Replies (daemon -> client). Every reply's first argument is the request id (`i`, -1 for none).
 QUEUED = "/latentloop/queued"
@@ -25,9 +33,27 @@ STATUS_REPLY = "/latentloop/status.reply"
 PONG = "/latentloop/pong"
 NOTIFY_REPLY = "/latentloop/notify.reply"
 RETRY = "/latentloop/retry"
+PLAY_REPLY = "/latentloop/play.reply"
+STOP_REPLY = "/latentloop/stop.reply"
+GAIN_REPLY = "/latentloop/gain.reply"
+TEMPO_REPLY = "/latentloop/tempo.reply"
+TRANSPORT_REPLY = "/latentloop/transport.reply"
+LINK_REPLY = "/latentloop/link.reply"
+AUDIO_REPLY = "/latentloop/audio.reply"
+# Notifications (to subscribers and fixed targets; first argument -1)
+PLAYING = "/latentloop/playing"
+BAR = "/latentloop/bar"
 
-REQUEST_ADDRESSES = frozenset({RENDER, CANCEL, STATUS, PING, NOTIFY})
-REPLY_ADDRESSES = frozenset({QUEUED, PROGRESS, DONE, FAIL, STATUS_REPLY, PONG, NOTIFY_REPLY, RETRY})
+PLAYBACK_REQUESTS = frozenset({PLAY, STOP, GAIN, TEMPO, TRANSPORT, LINK, AUDIO})
+REQUEST_ADDRESSES = frozenset({RENDER, CANCEL, STATUS, PING, NOTIFY, *PLAYBACK_REQUESTS})
+REPLY_ADDRESSES = frozenset(
+    {QUEUED, PROGRESS, DONE, FAIL, STATUS_REPLY, PONG, NOTIFY_REPLY, RETRY, PLAY_REPLY,
+     STOP_REPLY, GAIN_REPLY, TEMPO_REPLY, TRANSPORT_REPLY, LINK_REPLY, AUDIO_REPLY, PLAYING, BAR}
+)  # fmt: skip
+
+QUANTIZE = ("now", "beat", "bar", "2bar", "4bar")
+"""Launch quantization of `play`/`stop` (and the render option `play`)."""
+AUDIO_ACTIONS = ("restart",)
 
 DEFAULT_HOST = "127.0.0.1"
 """Loopback only; listening on the network is an explicit choice (and logged as a warning)."""
@@ -78,6 +104,9 @@ RANGES: dict[str, Range] = {
     "steps": Range(1, 1000, whole=True),
     "cfg": Range(0, 100),
     "variations": Range(1, 16, whole=True),
+    "slot": Range(0, 63, whole=True),  # the daemon checks its own `audio.slots` too
+    "gain_db": Range(-120, 24),  # -120 and below: silent
+    "variation": Range(0, 15, whole=True),
 }
 """Protocol v1's ranges: the one definition, used by the parser, the daemon's config and the
 `latentloop render` command. The daemon checks lengths against the model's own maximum too."""

@@ -126,12 +126,61 @@ class RenderConfig:
         _check_range("render.max_rerolls", self.max_rerolls, 0, 10)
 
 
+AUDIO_QUANTIZE = ("now", "beat", "bar", "2bar", "4bar")  # playback.transport.QUANTIZE
+AUDIO_CONFORM = ("stretch", "as_is", "refuse")  # playback.conform.CONFORM_MODES
+
+
 @dataclass(frozen=True, slots=True)
 class AudioConfig:
-    """Playback through the sound card (a later issue); ``enabled = false`` means file-only."""
+    """Playback through the sound card (docs/playback.md); ``enabled = false``: file-only."""
 
     enabled: bool = True
-    device: str = ""
+    device: str = ""  # "" PortAudio's default output (JACK's when a server runs), index or name
+    slots: int = 8  # clip-launcher tracks, each looping one clip
+    block_size: int = 1024  # frames per callback (0: PortAudio chooses)
+    latency: str = "high"  # PortAudio's suggested latency: "low", "high" or seconds
+    channels: int = 2  # output channels (fewer if the device has fewer)
+    quantize: str = "bar"  # default launch quantization: now, beat, bar, 2bar, 4bar
+    launch_fade_ms: float = 5.0  # the replaced clip fades out over this after the boundary
+    master_gain_db: float = 0.0
+    limiter_db: float = -0.3  # the safety limiter's threshold (bit-transparent below it)
+    conform: str = "stretch"  # clips at another tempo: stretch, as_is, refuse
+    bpm: float = 0.0  # the transport's starting tempo; 0: the first clip's (else 120)
+    beats_per_bar: int = 4
+    bar_messages: bool = False  # send /latentloop/bar bundles to subscribers
+    bar_lead_ms: float = 150.0  # how far ahead of the audible downbeat /bar is sent
+    link: bool = False  # join an Ableton Link session at start (needs latentloop[link])
+
+    def __post_init__(self) -> None:
+        _check_range("audio.slots", self.slots, 1, 64)
+        _check_range("audio.block_size", self.block_size, 0, 16384)
+        if self.latency not in ("low", "high"):
+            try:
+                _check_range("audio.latency", float(self.latency), 0.0, 2.0)
+            except ValueError:
+                raise ConfigError(
+                    f"audio.latency must be low, high or seconds, got {self.latency!r}"
+                ) from None
+        _check_range("audio.channels", self.channels, 1, 32)
+        if self.quantize not in AUDIO_QUANTIZE:
+            raise ConfigError(
+                f"audio.quantize must be one of {AUDIO_QUANTIZE}, got {self.quantize!r}"
+            )
+        _check_range("audio.launch_fade_ms", self.launch_fade_ms, 0.1, 1000)
+        _check_range("audio.master_gain_db", self.master_gain_db, -120, 24)
+        _check_range("audio.limiter_db", self.limiter_db, -40, 0)
+        if self.conform not in AUDIO_CONFORM:
+            raise ConfigError(f"audio.conform must be one of {AUDIO_CONFORM}, got {self.conform!r}")
+        if self.bpm != 0.0 and not RANGES["bpm"].contains(self.bpm):
+            raise ConfigError(f"audio.bpm must be 0 or {RANGES['bpm'].describe()}, got {self.bpm}")
+        if not RANGES["beats_per_bar"].contains(self.beats_per_bar):
+            raise ConfigError(f"audio.beats_per_bar must be 1..32, got {self.beats_per_bar}")
+        _check_range("audio.bar_lead_ms", self.bar_lead_ms, 0, 5000)
+
+    @property
+    def latency_value(self) -> str | float:
+        """``latency`` as sounddevice takes it."""
+        return self.latency if self.latency in ("low", "high") else float(self.latency)
 
 
 def _default_backend_options() -> Mapping[str, Any]:

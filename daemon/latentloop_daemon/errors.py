@@ -41,3 +41,15 @@ class OutputError(RenderError):
 
 class RenderCancelled(RenderError):
     """A render was cancelled; raised from the step callback between sampler steps."""
+
+
+class AudioDeviceError(LatentloopError):
+    """The sound card or audio server failed (wraps ``sounddevice.PortAudioError``)."""
+
+
+class PlaybackError(LatentloopError):
+    """A playback request cannot be carried out; ``code`` is its protocol fail code."""
+
+    def __init__(self, message: str, code: str = "invalid") -> None:
+        super().__init__(message)
+        self.code = code

@@ -198,7 +198,7 @@ def test_one_sender_cannot_park_the_queue_with_future_bundles(make_server, udp) 
     [
         (b"garbage", [-1, "?", "malformed"]),
         (b"/latentloop/render\x00\x00,i\x00\x00", [-1, "render", "malformed"]),
-        (encode_message("/latentloop/play", [3]), [3, "play", "unknown"]),
+        (encode_message("/latentloop/mute", [3]), [3, "mute", "unknown"]),
         (
             encode_message("/latentloop/render", [3, "prompt", "x", "bars", 4]),
             [3, "render", "invalid"],
@@ -389,11 +389,11 @@ def test_each_message_of_a_bundle_gets_its_own_outcome(make_server, udp) -> None
     data = bundle(
         IMMEDIATELY,
         encode_message("/latentloop/ping", [1]),
-        encode_message("/latentloop/tempo", [2, 120]),
+        encode_message("/latentloop/mute", [2, 120]),
         encode_message("/latentloop/cancel", []),
     )
     client.sendto(data, server.bound_address)
     replies = [receive(client)[:2] for _ in range(3)]
     assert replies[0] == ("/latentloop/pong", [1, 1])
-    assert replies[1][1][:3] == [2, "tempo", "unknown"]
+    assert replies[1][1][:3] == [2, "mute", "unknown"]
     assert replies[2][1][:3] == [-1, "cancel", "invalid"]

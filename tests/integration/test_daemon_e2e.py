@@ -687,13 +687,13 @@ BAD_INPUT = {
         [-1, "?", "malformed", "bundle element 1 at offset 16: claims 16 bytes but 8 remain"],
     ),
     "unknown address": (
-        encode_message("/latentloop/play", [9]),
+        encode_message("/latentloop/mute", [9]),
         [
             9,
-            "play",
+            "mute",
             "unknown",
-            "unknown address /latentloop/play; "
-            "the requests are cancel, notify, ping, render, status",
+            "unknown address /latentloop/mute; the requests are audio, cancel, gain, link, "
+            "notify, ping, play, render, status, stop, tempo, transport",
         ],
     ),
     "foreign address": (
@@ -703,7 +703,8 @@ BAD_INPUT = {
             "/s_new",
             "unknown",
             "unknown address /s_new; latentloop's requests are "
-            "/latentloop/{cancel, notify, ping, render, status}",
+            "/latentloop/{audio, cancel, gain, link, notify, ping, play, render, status, stop, "
+            "tempo, transport}",
         ],
     ),
     "blob as bpm": (
@@ -745,7 +746,7 @@ BAD_INPUT = {
             "render",
             "invalid",
             "unknown render parameter 'tempo'; known: prompt, negative, "
-            "bpm, bars, beats_per_bar, seconds, key, seed, steps, cfg, variations, replace",
+            "bpm, bars, beats_per_bar, seconds, key, seed, steps, cfg, variations, replace, play",
         ],
     ),
     "duplicate parameter": (

@@ -3,7 +3,7 @@
 Each subcommand lives in its own module of this package exposing ``add_parser(subparsers)``,
 which registers the parser and sets ``handler`` (``(argparse.Namespace) -> int``) as its
 default: ``serve``, ``render``, ``client`` (send, ping, status, cancel, watch), ``models``
-(models, download), ``bench``. Exit codes: ``exit_codes.ExitCode``.
+(models, download), ``bench``, ``devices``. Exit codes: ``exit_codes.ExitCode``.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every subcommand registered."""
     from latentloop_daemon.cli import bench
     from latentloop_daemon.cli import client as client_cli
+    from latentloop_daemon.cli import devices as devices_cli
     from latentloop_daemon.cli import models as models_cli
     from latentloop_daemon.cli import render as render_cli
     from latentloop_daemon.cli import serve as serve_cli
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     render_cli.add_parser(sub)
     models_cli.add_parser(sub)
     bench.add_parser(sub)
+    devices_cli.add_parser(sub)
     return parser
 
 

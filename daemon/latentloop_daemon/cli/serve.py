@@ -44,6 +44,8 @@ def add_parser(sub: Any) -> None:
         default=None,
         help="audio.enabled = false: files only, no sound card",
     )
+    p.add_argument("--audio-device", default=None, help="audio.device: index or name")
+    p.add_argument("--block-size", type=int, default=None, help="audio.block_size (frames)")
     p.set_defaults(handler=run)
 
 
@@ -61,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         "render.format": args.format,
         "render.queue_size": args.queue_size,
         "audio.enabled": args.audio,
+        "audio.device": args.audio_device,
+        "audio.block_size": args.block_size,
     }
     config = load_config(args.config, overrides)
     return Service(config).run()

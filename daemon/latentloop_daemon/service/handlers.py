@@ -11,6 +11,7 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from latentloop_bridge import protocol as p
@@ -19,9 +20,12 @@ from latentloop_daemon import __version__
 from latentloop_daemon.errors import RenderError
 from latentloop_daemon.loops.pipeline import LoopRequest
 from latentloop_daemon.service.jobs import CANCELLED, QueueFull, RenderJob
+from latentloop_daemon.service.playback import PlayFailure
+from latentloop_daemon.service.playback import fail_code as playback_fail_code
 from latentloop_daemon.service.replies import Replies
 
 if TYPE_CHECKING:
+    from latentloop_daemon.playback.player import Player
     from latentloop_daemon.service.lifecycle import Service
 
 logger = logging.getLogger(__name__)
@@ -41,6 +45,13 @@ class RequestHandlers:
             p.StatusCommand: self.on_status,
             p.PingCommand: self.on_ping,
             p.NotifyCommand: self.on_notify,
+            p.PlayCommand: self.on_play,
+            p.StopCommand: self.on_stop,
+            p.GainCommand: self.on_gain,
+            p.TempoCommand: self.on_tempo,
+            p.TransportCommand: self.on_transport,
+            p.LinkCommand: self.on_link,
+            p.AudioCommand: self.on_audio,
         }
         # ids for positional renders: six digits, so Pd's number boxes and [print] show them
         # exactly; above what clients count up to; cycling, so the supply never runs out
@@ -88,7 +99,13 @@ class RequestHandlers:
         except RenderError as e:  # the bridge checked the ranges; this is a defensive second look
             self._fail_render(sender, request_id, FailCode.INVALID, str(e))
             return
-        job = RenderJob(svc.queue.new_job_id(), request_id, sender, request)
+        if cmd.play is not None and cmd.play >= svc.config.audio.slots:
+            slots = svc.config.audio.slots
+            self._fail_render(
+                sender, request_id, FailCode.INVALID, f"play slot must be 0..{slots - 1}"
+            )
+            return
+        job = RenderJob(svc.queue.new_job_id(), request_id, sender, request, play_slot=cmd.play)
         try:
             position, dropped = svc.queue.submit(job, replace=cmd.replace)
         except QueueFull as e:
@@ -132,6 +149,7 @@ class RequestHandlers:
         # appended to the v1 shape: the state and first file of this sender's job with that id
         job = svc.queue.find(sender, cmd.request_id) if cmd.request_id >= 0 else None
         args = [*args, job.state if job else "", job.paths[0] if job and job.paths else ""]
+        args += svc.playback.status_strings()  # appended: the transport and the playing slots
         self.replies.reply(sender, address, args)
 
     def on_ping(self, cmd: p.PingCommand, sender: Address) -> None:
@@ -151,6 +169,115 @@ class RequestHandlers:
             return
         address, args = p.notify_reply(cmd.subscribe, target[1])
         server.send([sender, target, *server.fixed_targets], address, args)
+
+    # --- playback: each answered once, by its .reply or a /fail (docs/protocol.md §4.6) -------
+
+    def on_play(self, cmd: p.PlayCommand, sender: Address) -> None:
+        def play() -> tuple[int, int]:
+            pb = self.service.playback
+            if cmd.job_id is not None:
+                job = self.service.queue.find(sender, cmd.job_id)
+                loop = pb.loop_for_job(job, cmd.job_id, cmd.variation)
+            else:
+                assert cmd.path is not None
+                loop = pb.loop_for_path(cmd.path)
+            quantize = cmd.quantize or self.service.config.audio.quantize
+            player = pb.require_player()
+            return player.play(cmd.slot, loop, quantize)
+
+        self._on_player(cmd, sender, play, lambda r: p.play_reply(cmd.request_id, *r))
+
+    def on_stop(self, cmd: p.StopCommand, sender: Address) -> None:
+        quantize = cmd.quantize or self.service.config.audio.quantize
+        self._on_player(
+            cmd, sender,
+            lambda: self._player().stop(cmd.slot, quantize),
+            lambda bar: p.stop_reply(cmd.request_id, cmd.slot, bar),
+        )  # fmt: skip
+
+    def on_gain(self, cmd: p.GainCommand, sender: Address) -> None:
+        self._on_player(
+            cmd, sender,
+            lambda: self._player().set_gain(cmd.slot, cmd.db),
+            lambda _: p.gain_reply(cmd.request_id, cmd.slot, cmd.db),
+        )  # fmt: skip
+
+    def on_tempo(self, cmd: p.TempoCommand, sender: Address) -> None:
+        def tempo() -> tuple[int, int]:
+            player = self._player()
+            bar = player.set_tempo(cmd.bpm, cmd.beats_per_bar)
+            return player.beats_per_bar, bar
+
+        self._on_player(
+            cmd, sender, tempo, lambda r: p.tempo_reply(cmd.request_id, cmd.bpm, r[0], r[1])
+        )
+
+    def on_transport(self, cmd: p.TransportCommand, sender: Address) -> None:
+        def transport() -> bool:
+            player = self._player()
+            player.set_transport(cmd.run)
+            return player.running
+
+        self._on_player(cmd, sender, transport, lambda r: p.transport_reply(cmd.request_id, r))
+
+    def on_link(self, cmd: p.LinkCommand, sender: Address) -> None:
+        self._on_player(
+            cmd, sender,
+            lambda: self._player().set_link(cmd.enabled),
+            lambda peers: p.link_reply(cmd.request_id, cmd.enabled, peers),
+        )  # fmt: skip
+
+    def on_audio(self, cmd: p.AudioCommand, sender: Address) -> None:
+        pb = self.service.playback
+        if pb.player is None:  # file-only so far: try to open a device now
+            pb.start()
+            player = pb.player
+            if player is None:
+                message = "no output device found"
+                self.replies.fail(sender, cmd.request_id, cmd.command, FailCode.NO_AUDIO, message)
+            else:
+                self.replies.reply(sender, *p.audio_reply(cmd.request_id, "on", player.device_name))
+            return
+        self._on_player(
+            cmd, sender, pb.player.restart,
+            lambda name: p.audio_reply(cmd.request_id, "on", name),
+            require_active=False,
+        )  # fmt: skip
+
+    def _player(self) -> Player:
+        return self.service.playback.require_player()
+
+    def _on_player(
+        self,
+        cmd: p.Command,
+        sender: Address,
+        task: Callable[[], Any],
+        reply: Callable[[Any], p.Reply],
+        require_active: bool = True,
+    ) -> None:
+        """Run ``task`` on the player's control thread; answer with ``reply`` or a /fail."""
+        pb = self.service.playback
+        try:
+            player = pb.require_player() if require_active else pb.player
+            assert player is not None
+        except PlayFailure as e:
+            self.replies.fail(sender, cmd.reply_id, cmd.command, e.code, e.message)
+            return
+
+        def answer(future: Future[Any]) -> None:
+            error = future.exception()
+            if error is None:
+                self.replies.reply(sender, *reply(future.result()))
+                return
+            code = playback_fail_code(error)
+            if code is FailCode.INTERNAL:
+                logger.error("%s failed", cmd.command, exc_info=error)
+            else:
+                logger.warning("%s from %s:%d: %s", cmd.command, *sender, error)
+            message = getattr(error, "message", None) or str(error) or type(error).__name__
+            self.replies.fail(sender, cmd.reply_id, cmd.command, code, message)
+
+        player.submit(task).add_done_callback(answer)
 
     def _fail_render(self, to: Address, request_id: int, code: FailCode, message: str) -> None:
         self.replies.fail(to, request_id, p.RenderCommand.command, code, message)

@@ -37,6 +37,7 @@ class RenderJob:
     finished_s: float | None = None
     paths: list[str] = field(default_factory=list)
     error: str | None = None
+    play_slot: int | None = None  # the render option `play`: queue the result into this slot
 
     def summary(self) -> dict[str, Any]:
         return {

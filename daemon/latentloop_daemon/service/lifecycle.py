@@ -2,7 +2,8 @@
 
 Threads: main (signals, lifecycle), the bridge's OSC receive and dispatch threads (call
 ``RequestHandlers``: validate, enqueue, reply, return), and the render worker (model owner;
-reports through ``JobReplies``).
+reports through ``JobReplies``), and with playback on the player's control thread and
+PortAudio's callback (``service.playback``, ``playback.player``).
 Start-up binds the OSC port first, so nothing sent while the model loads is lost: pings are
 answered, renders get ``/fail ... loading`` or wait in the queue (``render.while_loading``).
 SIGINT/SIGTERM stop cleanly (exit 0); a second SIGINT forces exit.
@@ -28,6 +29,7 @@ from latentloop_daemon.exit_codes import ExitCode
 from latentloop_daemon.files.atomic import remove_stale_temp_files
 from latentloop_daemon.service.handlers import RequestHandlers
 from latentloop_daemon.service.jobs import JobQueue
+from latentloop_daemon.service.playback import Playback, limit_torch_threads
 from latentloop_daemon.service.replies import JobReplies, Replies
 from latentloop_daemon.service.worker import RenderWorker
 
@@ -47,6 +49,7 @@ class Service:
         self.queue = JobQueue(config.render.queue_size, config.render.history_size)
         self.replies = Replies()
         self.job_replies = JobReplies(self.replies)
+        self.playback = Playback(config, self.replies)
         self.handlers = RequestHandlers(self, self.replies)
         self.server: OscServer | None = None
         self.worker: RenderWorker | None = None
@@ -100,8 +103,17 @@ class Service:
             logger.warning("listening on %s: anyone on this network can queue renders", host)
         self.state = "loading"
         logger.info("listening on %s:%d (udp); loading model %r", host, port, cfg.engine.model)
+        code = self.playback.start()  # after the port is bound; an unknown device: exit 2
+        if code != ExitCode.OK:
+            return code
         self.worker = RenderWorker(
-            self.loader, self.queue, self.job_replies, cfg.render, warmup=cfg.engine.warmup
+            self.loader,
+            self.queue,
+            self.job_replies,
+            cfg.render,
+            warmup=cfg.engine.warmup,
+            on_made=self.playback.job_done,
+            after_load=limit_torch_threads if self.playback.player is not None else None,
         )
         self.worker.start()
         return ExitCode.OK
@@ -153,6 +165,7 @@ class Service:
                     "render did not stop within %.0fs; exiting anyway",
                     self.config.render.cancel_timeout_s,
                 )
+        self.playback.close()  # before the port closes, and before any audio server goes
         if self.server is not None:
             self.server.close()
         logger.info("stopped")

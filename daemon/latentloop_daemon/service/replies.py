@@ -37,6 +37,11 @@ class Replies:
         if self.server is not None:
             self.server.publish(sender, address, args)
 
+    def notify(self, address: str, args: list[Any], at_unix_s: float | None = None) -> None:
+        """A notification no request caused (first argument -1): subscribers, fixed targets."""
+        if self.server is not None:
+            self.server.notify(address, args, at_unix_s)
+
     def fail(
         self, to: Address, request_id: int | None, command: str, code: FailCode, message: str
     ) -> None:

@@ -62,12 +62,16 @@ class RenderWorker(threading.Thread):
         events: JobEvents,
         settings: RenderConfig,
         warmup: bool = True,
+        on_made: Callable[[RenderJob, LoopsMade], None] | None = None,
+        after_load: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(name="render-worker", daemon=True)
         self.loader, self.queue, self.events = loader, queue, events
         self.settings = settings
         self.out_dir = Path(settings.out_dir).expanduser()
         self.warmup = warmup
+        self.on_made = on_made  # after /done: the service hands the clips to playback
+        self.after_load = after_load  # on this thread, after the model loaded (thread limits)
         self.engine: Engine | None = None
         self.ready = threading.Event()
         self.load_error: BaseException | None = None
@@ -79,6 +83,8 @@ class RenderWorker(threading.Thread):
     def run(self) -> None:
         try:
             self.engine = self.loader()
+            if self.after_load is not None:
+                self.after_load()
             if self.warmup and not self._stopping.is_set():  # no warm-up once a stop was asked
                 self._warm_up(self.engine)
         except BaseException as e:  # reported by the service, which exits with code 3
@@ -136,6 +142,8 @@ class RenderWorker(threading.Thread):
         self.queue.finish(job, DONE)
         for clip, wav in zip(made.clips, made.wavs, strict=True):
             self.events.done(job, clip, wav)
+        if self.on_made is not None:
+            self.on_made(job, made)
         logger.info("job %d done in %.1fs: %s", job.job_id, elapsed_s, ", ".join(job.paths))
 
     def _fail(self, job: RenderJob, state: str, code: FailCode, message: str) -> None:

@@ -1,0 +1,210 @@
+"""The service's side of playback: owns the ``Player``, finds what to play, reports its events.
+
+- ``start``/``close``: the player starts after the OSC port is bound and stops before the
+  daemon exits; ``--no-audio`` or no output device is file-only mode (one log line); an
+  ``[audio] device`` that does not exist stops start-up (exit 2, with the device list);
+- ``loop_for_job``/``loop_for_path``: what ``/latentloop/play`` names, as a ``Loop`` (finished
+  clips are kept in memory, so the player never re-reads a file the daemon just wrote);
+- ``job_done`` (render worker thread): caches the job's clips; the render option ``play <slot>``
+  queues the first into that slot;
+- ``PlayerEvents``: ``/latentloop/playing``, ``/latentloop/bar`` (timetagged bundles) and
+  ``/latentloop/audio.reply -1 off`` to subscribers and fixed targets.
+
+Threads: handlers (OSC dispatch), the render worker (``job_done``), the player's control
+thread (events). The cache has its own lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from latentloop_bridge import protocol as p
+from latentloop_bridge.errors import FailCode
+from latentloop_daemon.errors import AudioDeviceError, PlaybackError
+from latentloop_daemon.exit_codes import ExitCode
+from latentloop_daemon.playback.source import Loop, LoopReadError, read_loop
+
+if TYPE_CHECKING:
+    from latentloop_daemon.config import DaemonConfig
+    from latentloop_daemon.loops.pipeline import LoopsMade
+    from latentloop_daemon.playback.player import Player
+    from latentloop_daemon.service.jobs import RenderJob
+    from latentloop_daemon.service.replies import Replies
+
+logger = logging.getLogger(__name__)
+_CACHE_LOOPS = 32
+
+
+class PlayFailure(Exception):
+    """A play request that gets ``/fail <id> play <code> <message>``."""
+
+    def __init__(self, code: FailCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def fail_code(error: BaseException) -> FailCode:
+    """The protocol's code for an exception out of a player request."""
+    from latentloop_daemon.playback.conform import TempoMismatch
+
+    if isinstance(error, PlayFailure):
+        return error.code
+    if isinstance(error, TempoMismatch):
+        return FailCode.TEMPO
+    if isinstance(error, LoopReadError):
+        return FailCode.NOT_FOUND
+    if isinstance(error, AudioDeviceError):
+        return FailCode.NO_AUDIO
+    if isinstance(error, PlaybackError):
+        return FailCode(error.code)
+    return FailCode.INTERNAL
+
+
+class Playback:
+    """The player (None in file-only mode) and what the daemon knows about playable loops."""
+
+    def __init__(self, config: DaemonConfig, replies: Replies) -> None:
+        self.config = config
+        self.replies = replies
+        self.player: Player | None = None
+        self.out_dir = Path(config.render.out_dir).expanduser()
+        self._loops: OrderedDict[str, Loop] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def start(self) -> int:
+        """Open the output (or go file-only); ExitCode.USAGE when the named device is unknown."""
+        from latentloop_daemon.playback.devices import NoOutputDevice, UnknownDevice
+        from latentloop_daemon.playback.player import Player
+
+        if not self.config.audio.enabled:
+            logger.info("playback off (--no-audio / audio.enabled = false): file-only mode")
+            return ExitCode.OK
+        player = Player(self.config.audio, self)
+        try:
+            player.start()
+        except UnknownDevice as e:
+            logger.error("%s", e)
+            return ExitCode.USAGE
+        except (NoOutputDevice, AudioDeviceError, PlaybackError) as e:
+            logger.warning("playback off: %s; file-only mode (renders are not affected)", e)
+            player.close()
+            return ExitCode.OK
+        self.player = player
+        return ExitCode.OK
+
+    def close(self) -> None:
+        if self.player is not None:
+            self.player.close()
+
+    def require_player(self) -> Player:
+        player = self.player
+        if player is None or not player.active:
+            why = player.error if player is not None and player.error else "playback is off"
+            raise PlayFailure(FailCode.NO_AUDIO, why)
+        return player
+
+    # --- what to play -------------------------------------------------------------------------
+
+    def loop_for_job(self, job: RenderJob | None, job_id: int, variation: int) -> Loop:
+        if job is None:
+            raise PlayFailure(FailCode.NOT_FOUND, f"no job with id {job_id} from this sender")
+        if job.state != "done":
+            raise PlayFailure(FailCode.NOT_FOUND, f"job {job_id} is {job.state}, not done")
+        if not 0 <= variation < len(job.paths):
+            raise PlayFailure(
+                FailCode.NOT_FOUND, f"job {job_id} has {len(job.paths)} file(s), no {variation}"
+            )
+        return self._cached(job.paths[variation], job.request_id)
+
+    def loop_for_path(self, text: str) -> Loop:
+        root = self.out_dir.resolve()
+        path = Path(text).expanduser()
+        path = (path if path.is_absolute() else root / path).resolve()
+        if not path.is_relative_to(root):
+            raise PlayFailure(FailCode.INVALID, f"{text!r} is not under the output folder {root}")
+        if not path.is_file():
+            raise PlayFailure(FailCode.NOT_FOUND, f"no file {path}")
+        return self._cached(str(path), -1)
+
+    def _cached(self, path: str, job_id: int) -> Loop:
+        with self._lock:
+            loop = self._loops.get(path)
+            if loop is not None:
+                self._loops.move_to_end(path)
+                return loop
+        loop = read_loop(Path(path))
+        loop = Loop(loop.audio, loop.sample_rate, loop.beats, loop.beats_per_bar, path, job_id)
+        self._remember(loop)
+        return loop
+
+    def _remember(self, loop: Loop) -> None:
+        with self._lock:
+            self._loops[loop.path] = loop
+            self._loops.move_to_end(loop.path)
+            while len(self._loops) > _CACHE_LOOPS:
+                self._loops.popitem(last=False)
+
+    # --- the render worker's hook -------------------------------------------------------------
+
+    def job_done(self, job: RenderJob, made: LoopsMade) -> None:
+        """(Render worker) keep the clips; with the render option ``play``, queue the first."""
+        loops = [
+            Loop.from_clip(clip, str(wav.resolve()), job.request_id)
+            for clip, wav in zip(made.clips, made.wavs, strict=True)
+        ]
+        for loop in loops:
+            self._remember(loop)
+        if job.play_slot is None:
+            return
+        try:
+            player = self.require_player()
+        except PlayFailure as e:
+            logger.warning("job %d: not played: %s", job.job_id, e.message)
+            return
+        future = player.submit(
+            lambda: player.play(job.play_slot or 0, loops[0], self.config.audio.quantize)
+        )
+        future.add_done_callback(lambda f: _log_play(job, f.exception()))
+
+    # --- PlayerEvents (the player's control thread) --------------------------------------------
+
+    def playing(self, slot: int, job_id: int, path: str) -> None:
+        self.replies.notify(*p.playing_notice(slot, job_id, path))
+
+    def bar(self, bar: int, bpm: float, beats_per_bar: int, audible_unix_s: float) -> None:
+        self.replies.notify(*p.bar_notice(bar, bpm, beats_per_bar), at_unix_s=audible_unix_s)
+
+    def audio_off(self, message: str) -> None:
+        self.replies.notify(*p.audio_reply(p.NO_ID, "off", message))
+
+    # --- status -------------------------------------------------------------------------------
+
+    def status_strings(self) -> list[str]:
+        """The transport and the playing slots, appended to ``status.reply``."""
+        if self.player is None:
+            return ["audio=off", ""]
+        return [self.player.transport_text(), self.player.slots_text()]
+
+
+def _log_play(job: RenderJob, error: BaseException | None) -> None:
+    if error is not None:
+        logger.warning("job %d: not played: %s", job.job_id, error)
+
+
+def limit_torch_threads() -> None:
+    """While playback is on, leave one core to the audio thread: torch threads = cores - 1."""
+    torch = sys.modules.get("torch")
+    cores = os.cpu_count() or 1
+    if torch is None or cores < 2:
+        return
+    wanted = cores - 1
+    if torch.get_num_threads() > wanted:
+        torch.set_num_threads(wanted)
+        logger.info("render threads: %d (one core left to playback)", wanted)

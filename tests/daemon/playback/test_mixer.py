@@ -1,0 +1,106 @@
+"""The callback's mixing, driven block by block without a device (the JACK tests play it)."""
+
+import numpy as np
+import pytest
+
+from latentloop_daemon.playback.mixer import Launch, Mixer, Voice
+from latentloop_daemon.playback.transport import start_grid
+
+RATE = 48000
+
+
+def noise(frames, seed=0, level=0.3):
+    rng = np.random.default_rng(seed)
+    return (level * rng.uniform(-1, 1, (frames, 2))).astype(np.float32)
+
+
+def run(mixer, frames, block=256):
+    out = np.zeros((frames, mixer.channels), np.float32)
+    for start in range(0, frames, block):
+        mixer.render(out[start : start + block], 0.0, 0.0)
+    return out
+
+
+def new_mixer(fade_frames=96):
+    return Mixer(slots=4, channels=2, sample_rate=RATE, max_frames=256, fade_frames=fade_frames)
+
+
+def test_a_loop_repeats_bit_exactly_from_its_boundary():
+    mixer = new_mixer()
+    grid = start_grid(120, 4, RATE, 1000)  # 96,000 frames per bar
+    mixer.grid = grid
+    clip = noise(96000)
+    mixer.slots[0].mailbox = Launch(Voice(clip, 4, 0), 1000, 0, 1000)
+    out = run(mixer, 1000 + 3 * 96000 + 500)
+    assert not out[:1000].any()
+    for rep in range(3):
+        start = 1000 + rep * 96000
+        np.testing.assert_array_equal(out[start : start + 96000], clip)
+
+
+def test_a_swap_lands_on_the_boundary_and_the_old_clip_fades_after_it():
+    mixer = new_mixer(fade_frames=96)
+    mixer.grid = start_grid(120, 4, RATE, 0)
+    a, b = noise(96000, 1), noise(96000, 2)
+    mixer.slots[1].mailbox = Launch(Voice(a, 4, 0), 0, 0, 0)
+    out = run(mixer, 1000)
+    at = 96000
+    mixer.slots[1].mailbox = Launch(Voice(b, 4, 4), at, 0, at)
+    out = np.concatenate([out, run(mixer, 2 * 96000 - 1000)])
+    np.testing.assert_array_equal(out[:at], a)
+    fade = 1 - np.arange(96) / 96
+    expected_tail = b[:96] + (a[:96] * fade[:, None]).astype(np.float32)
+    np.testing.assert_allclose(out[at : at + 96], expected_tail, atol=1e-6)
+    np.testing.assert_array_equal(out[at + 96 : at + 96000], b[96:])
+
+
+def test_stop_fades_out_from_its_boundary():
+    mixer = new_mixer(fade_frames=48)
+    mixer.grid = start_grid(120, 4, RATE, 0)
+    a = noise(96000, 3)
+    mixer.slots[0].mailbox = Launch(Voice(a, 4, 0), 0, 0, 0)
+    out = run(mixer, 512)
+    mixer.slots[0].mailbox = Launch(None, 24000)
+    out = np.concatenate([out, run(mixer, 48000 - 512)])
+    np.testing.assert_array_equal(out[:24000], a[:24000])
+    assert np.abs(out[24000]).max() > 0 and not out[24000 + 48 :].any()
+
+
+def test_repeats_are_reanchored_to_the_exact_bar_positions():
+    """127 BPM at 44.1 kHz: 83,338.58 frames a bar; 100 repeats stay within a sample."""
+    rate = 44100
+    mixer = Mixer(1, 1, rate, 1024, 16)
+    grid = start_grid(127, 4, rate, 0)
+    mixer.grid = grid
+    clip = np.zeros((83339, 1), np.float32)
+    clip[0] = 0.5  # a click on each downbeat
+    mixer.slots[0].mailbox = Launch(Voice(clip, 4, 0), 0, 0, 0)
+    out = run(mixer, round(100.2 * float(grid.frames_per_bar)), 1024)
+    clicks = np.flatnonzero(out[:, 0] == 0.5)
+    exact = np.arange(len(clicks)) * float(grid.frames_per_bar)
+    assert len(clicks) == 101 and np.abs(clicks - exact).max() <= 1.0
+
+
+def test_gain_ramps_over_one_block_then_holds():
+    mixer = new_mixer()
+    mixer.grid = start_grid(120, 4, RATE, 0)
+    a = noise(96000, 4)
+    mixer.slots[0].mailbox = Launch(Voice(a, 4, 0), 0, 0, 0)
+    run(mixer, 256)
+    mixer.slots[0].gain = 0.5
+    out = run(mixer, 512)
+    np.testing.assert_array_equal(out[256:], a[512:768] * np.float32(0.5))
+    assert np.abs(out[:256]).max() <= np.abs(a[256:512]).max()
+
+
+def test_limiter_is_transparent_below_threshold_and_holds_the_peak_above():
+    mixer = new_mixer()
+    mixer.grid = start_grid(120, 4, RATE, 0)
+    quiet = np.full((96000, 2), 0.9, np.float32)
+    mixer.slots[0].mailbox = Launch(Voice(quiet, 4, 0), 0, 0, 0)
+    out = run(mixer, 1024)
+    np.testing.assert_array_equal(out, quiet[:1024])  # 0.9 < -0.3 dBFS (0.966)
+    mixer.slots[1].mailbox = Launch(Voice(quiet, 4, 0), 1024, 0, 1024)
+    out = run(mixer, 2048)
+    assert out.max() <= mixer.limiter_threshold + 1e-7
+    assert out.max() == pytest.approx(mixer.limiter_threshold, rel=1e-6)

@@ -1,0 +1,147 @@
+"""Playback through ``latentloop serve`` on a real JACK server (dummy backend), captured.
+
+One daemon with playback on for the module (JACK must be stopped after it: the fixtures'
+teardown order does that). The daemon renders with the built-in tiny model; loops are written
+as float WAVs so the captured samples can be compared with the file's exactly.
+"""
+
+import os
+import re
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+from jackd import Capture, JackServer, first_sound
+from tests.conftest import DaemonProcess, stop_all
+
+from latentloop_bridge.client import Client
+from latentloop_bridge.spec import AUDIO_REPLY, PLAY_REPLY, PLAYING, STATUS_REPLY, TEMPO_REPLY
+
+RATE = 44100  # the tiny model's rate: the stream runs at JACK's, so no resampling
+
+
+@pytest.fixture(scope="module")
+def jack_server(tmp_path_factory):
+    pytest.importorskip("jack", reason="JACK-Client is a dev dependency")
+    server = JackServer(tmp_path_factory.mktemp("jack"), rate=RATE, period=1024, realtime=True)
+    yield server
+    server.stop()  # after the daemon (its fixture ends first)
+
+
+@pytest.fixture(scope="module")
+def daemon(jack_server, tmp_path_factory):
+    out = tmp_path_factory.mktemp("play") / "out"
+    d = DaemonProcess(out, "--format", "float", "--block-size", "1024", audio=True,
+                      env=jack_server.env)  # fmt: skip
+    try:
+        d.wait_ready(180)
+        yield d
+    finally:
+        stop_all([d])  # before jackd stops: PortAudio must close its JACK client first
+
+
+def status_fields(client):
+    client.send("/latentloop/status", [90])
+    _, args = client.wait_for(90, (STATUS_REPLY,), 10)
+    transport = dict(kv.split("=", 1) for kv in args[8].split())
+    return transport, args[9]
+
+
+def test_render_play_brings_the_file_in_on_the_bar_bit_exactly(daemon, jack_server):
+    assert "playback on 'system' (JACK" in daemon.log
+    with Client(port=daemon.port, timeout=120) as client:
+        client.notify(True)
+        cap = Capture(jack_server, 4.0)
+        try:
+            cap.connect("^PortAudio:")
+            done = client.render_and_wait(
+                "drums", request_id=1, bpm=120, bars=1, seed=3, steps=2, play=0, timeout=180
+            )
+            _, args = client.wait_for(-1, (PLAYING,), 30)
+            assert args[1:] == [0, 1, done[0].path]
+            got = cap.wait(30)
+        finally:
+            cap.close()
+        audio, rate = sf.read(done[0].path, dtype="float32", always_2d=True)
+        assert rate == RATE and audio.shape == (88200, 2)
+        start = first_sound(got)
+        n = min(got.shape[0] - start, audio.shape[0])
+        assert n > RATE // 2
+        np.testing.assert_array_equal(got[start : start + n], audio[:n])
+        transport, slots = status_fields(client)
+        assert transport["running"] == "1" and float(transport["bpm"]) == pytest.approx(120)
+        assert slots == f"0:1:{done[0].path}"
+
+
+def test_play_a_job_by_id_and_change_tempo(daemon):
+    with Client(port=daemon.port, timeout=60) as client:
+        client.render_and_wait("bass", request_id=7, bpm=120, bars=1, seed=4, steps=2, timeout=180)
+        client.send("/latentloop/play", [8, 7, 2, "bar"])
+        _, args = client.wait_for(8, (PLAY_REPLY,), 30)
+        assert args[1] == 2 and args[2] >= 0
+        client.send("/latentloop/play", [9, 99])  # no such job from this sender
+        _, args = client.wait_for(9, ("/latentloop/fail",), 30)
+        assert args[1:3] == ["play", "not_found"]
+        client.send("/latentloop/tempo", [10, 127.0])
+        _, args = client.wait_for(10, (TEMPO_REPLY,), 60)
+        assert args[1] == pytest.approx(127) and args[3] > 0
+        transport, _ = status_fields(client)
+        deadline = time.monotonic() + 30
+        while float(transport["bpm"]) != pytest.approx(127.0):
+            assert time.monotonic() < deadline
+            transport, _ = status_fields(client)
+
+
+@pytest.mark.xfail(
+    reason="open: on a loaded 2-core machine jackd reports 'client PortAudio was not finished' "
+    "while the tiny model renders (callback p99 0.55 ms, max 5 ms, period 23 ms): the GIL wait "
+    "before the callback runs is the suspect (docs/perf.md)",
+    strict=False,
+)
+def test_no_underruns_while_the_model_renders(daemon):
+    """10 s of playback at 1024-frame blocks with tiny renders running: zero underruns."""
+    with Client(port=daemon.port, timeout=60) as client:
+        client.render_and_wait("loop", request_id=20, bpm=120, bars=1, seed=5, steps=2, play=1)
+        before, _ = status_fields(client)
+        deadline = time.monotonic() + 10
+        ids = iter(range(21, 1000))
+        while time.monotonic() < deadline:
+            client.render_and_wait("more", request_id=next(ids), seconds=4, steps=8, timeout=120)
+        after, _ = status_fields(client)
+        print("playback under render load:", sorted(after.items()))
+        assert after["running"] == "1"
+        assert int(after["underruns"]) == int(before["underruns"]), (
+            sorted(before.items()),
+            sorted(after.items()),
+        )
+
+
+def test_an_unknown_device_stops_serve_with_the_list(jack_server, tmp_path):
+    d = DaemonProcess(tmp_path / "out", "--audio-device", "no such card", audio=True,
+                      env=jack_server.env)  # fmt: skip
+    assert d.wait_exit(60) == 2
+    assert "no output device 'no such card'; the devices are:" in d.log
+    assert re.search(r"\*\s+\d+\s+system\s+JACK", d.log), d.log
+
+
+def test_without_any_device_the_daemon_serves_files_only(tmp_path):
+    """No JACK server under that name and no sound card (CI): file-only, said once."""
+    env = {"JACK_DEFAULT_SERVER": f"absent{os.getpid()}", "JACK_NO_START_SERVER": "1"}
+    d = DaemonProcess(tmp_path / "out", audio=True, env=env)
+    try:
+        d.wait_ready(180)
+        if "playback on" in d.log:
+            pytest.skip("this machine has a real output device")
+        assert d.log.count("file-only mode") == 1
+        with Client(port=d.port, timeout=120) as client:
+            done = client.render_and_wait("x", bpm=120, bars=1, steps=1, seed=1, timeout=180)
+            assert os.path.exists(done[0].path)
+            client.send("/latentloop/play", [3, 1])
+            _, args = client.wait_for(3, ("/latentloop/fail",), 10)
+            assert args[1:3] == ["play", "no_audio"]
+            client.send("/latentloop/audio", [4, "restart"])
+            _, args = client.wait_for(4, ("/latentloop/fail", AUDIO_REPLY), 30)
+            assert args[1:3] == ["audio", "no_audio"]
+    finally:
+        stop_all([d])
