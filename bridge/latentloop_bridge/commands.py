@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from latentloop_bridge.errors import NO_ID
@@ -37,6 +37,7 @@ class RenderCommand:
     cfg: float | None = None
     variations: int = 1
     replace: bool = False
+    token: str | None = field(default=None, repr=False)  # the shared token, when sent with it
 
     @property
     def reply_id(self) -> int:
@@ -108,5 +109,20 @@ class NotifyCommand:
         return (sender[0], sender[1] if self.port is None else self.port)
 
 
-Command = RenderCommand | CancelCommand | StatusCommand | PingCommand | NotifyCommand
+@dataclass(frozen=True, slots=True)
+class AuthCommand:
+    """`/latentloop/auth <id> <token>`: authorise the sender's host for `[osc] auth_ttl_s`."""
+
+    command: ClassVar[str] = "auth"
+
+    request_id: int
+    token: str = field(repr=False)
+
+    @property
+    def reply_id(self) -> int:
+        """The id to echo in replies."""
+        return self.request_id
+
+
+Command = RenderCommand | CancelCommand | StatusCommand | PingCommand | NotifyCommand | AuthCommand
 """Every request the daemon's handler receives."""

@@ -23,6 +23,11 @@ class FailCode(StrEnum):
     NOT_FOUND = "not_found"  # cancel of an id this sender has no job for (daemon)
     STOPPING = "stopping"  # the daemon is shutting down (daemon)
     INTERNAL = "internal"  # a bug: the handler raised (bridge) or a render crashed (daemon)
+    UNAUTHORIZED = "unauthorized"  # a token is configured and this source has not sent it
+    IO = "io"  # the output folder could not be written (disk full, read-only, gone)
+    INTERRUPTED = "interrupted"  # the daemon stopped (crashed) while the job was accepted
+    OUT_OF_MEMORY = "out_of_memory"  # the device ran out of memory, even with a smaller batch
+    BAD_OUTPUT = "bad_output"  # the model produced NaN or infinite samples
 
 
 class ProtocolError(Exception):

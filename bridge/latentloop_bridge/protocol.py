@@ -14,6 +14,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 
 from latentloop_bridge.commands import (
     Address,
+    AuthCommand,
     CancelCommand,
     Command,
     NotifyCommand,
@@ -31,6 +32,8 @@ from latentloop_bridge.packets import (
 )
 from latentloop_bridge.render_args import parse_canonical, parse_positional
 from latentloop_bridge.spec import (
+    AUTH,
+    AUTH_REPLY,
     CANCEL,
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -38,6 +41,7 @@ from latentloop_bridge.spec import (
     FAIL,
     INT32_MAX,
     INT32_MIN,
+    MAX_TOKEN_CHARS,
     NOTIFY,
     NOTIFY_REPLY,
     PING,
@@ -61,6 +65,7 @@ from latentloop_bridge.values import (
     as_flag,
     as_port,
     as_request_id,
+    as_text,
     describe,
     is_number,
 )
@@ -76,6 +81,7 @@ __all__ = [
     "OscArg", "ReplyArg", "Reply", "parse_message", "encode_message", "queued_reply",
     "progress_reply", "done_reply", "fail_reply", "error_reply", "status_reply", "pong_reply",
     "notify_reply", "MAX_FAIL_MESSAGE_CHARS",
+    "AUTH", "AUTH_REPLY", "AuthCommand", "auth_reply",
 ]  # fmt: skip
 
 ReplyArg = int | float | str
@@ -151,6 +157,12 @@ def _parse_notify(args: Sequence[OscArg]) -> NotifyCommand:
     return NotifyCommand(as_flag("notify flag", args[0]), port)
 
 
+def _parse_auth(args: Sequence[OscArg]) -> AuthCommand:
+    _check_count(args, 2, 2, "auth <id> <token>")
+    token = as_text("token", args[1], MAX_TOKEN_CHARS)
+    return AuthCommand(as_request_id(args[0], allow_none_id=True), token)
+
+
 _PARSERS: dict[str, Callable[[Sequence[OscArg]], Command]] = {
     RENDER: _parse_render,
     CANCEL: _parse_cancel,
@@ -158,6 +170,7 @@ _PARSERS: dict[str, Callable[[Sequence[OscArg]], Command]] = {
     PING: _parse_ping,
     NOTIFY: _parse_notify,
 }
+_PARSERS[AUTH] = _parse_auth
 
 
 def _check_count(args: Sequence[OscArg], low: int, high: int, usage: str) -> None:
@@ -258,6 +271,11 @@ def status_reply(
 def pong_reply(request_id: int, version: int = PROTOCOL_VERSION) -> Reply:
     """`/latentloop/pong <id> <protocol version>`."""
     return PONG, [request_id, version]
+
+
+def auth_reply(request_id: int, ttl_s: int) -> Reply:
+    """`/latentloop/auth.reply <id> <seconds>`: the sender's host is authorised that long."""
+    return AUTH_REPLY, [request_id, ttl_s]
 
 
 def notify_reply(subscribed: bool, port: int) -> Reply:

@@ -29,6 +29,15 @@ RETRY = "/latentloop/retry"
 REQUEST_ADDRESSES = frozenset({RENDER, CANCEL, STATUS, PING, NOTIFY})
 REPLY_ADDRESSES = frozenset({QUEUED, PROGRESS, DONE, FAIL, STATUS_REPLY, PONG, NOTIFY_REPLY, RETRY})
 
+# Authorisation (docs/security.md): `/latentloop/auth <id> <token>` -> `auth.reply <id> <ttl_s>`
+AUTH = "/latentloop/auth"
+AUTH_REPLY = "/latentloop/auth.reply"
+REQUEST_ADDRESSES = REQUEST_ADDRESSES | {AUTH}
+REPLY_ADDRESSES = REPLY_ADDRESSES | {AUTH_REPLY}
+UNAUTHENTICATED_COMMANDS = frozenset({"ping", "auth"})
+"""Requests answered without a token when one is configured; everything else is `unauthorized`."""
+MAX_TOKEN_CHARS = 256
+
 DEFAULT_HOST = "127.0.0.1"
 """Loopback only; listening on the network is an explicit choice (and logged as a warning)."""
 DEFAULT_PORT = 7878
