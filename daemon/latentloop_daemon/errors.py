@@ -41,3 +41,19 @@ class OutputError(RenderError):
 
 class RenderCancelled(RenderError):
     """A render was cancelled; raised from the step callback between sampler steps."""
+
+
+class OutputFolderLocked(LatentloopError):
+    """Another latentloop daemon holds the output folder's lock."""
+
+
+class PathRefused(LatentloopError):
+    """A path a client named resolves outside the folders it may read (docs/security.md)."""
+
+
+class BadOutputError(RenderError):
+    """The model produced NaN or infinite samples."""
+
+
+class OutOfMemoryError(RenderError):
+    """The device ran out of memory, even after a retry with a smaller batch."""

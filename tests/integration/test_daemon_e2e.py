@@ -59,6 +59,7 @@ V1_ARGS = {
 }  # fmt: skip
 
 
+STATE_FILES = (".latentloop.lock", ".latentloop.journal")  # the daemon's own, in its folder
 _ids = itertools.count(101)  # unique across the module, so replies seen by subscribers match
 
 
@@ -231,7 +232,7 @@ def expected_frames(bpm: float, bars: float, beats_per_bar: int) -> int:
 
 def assert_only_complete_pairs(out_dir: Path) -> set[str]:
     """No temp files, and every WAV has its sidecar (and vice versa); return the stems."""
-    names = sorted(p.name for p in out_dir.iterdir())
+    names = sorted(p.name for p in out_dir.iterdir() if p.name not in STATE_FILES)
     assert not [n for n in names if n.startswith(".latentloop-")], names
     wavs = {Path(n).stem for n in names if n.endswith(".wav")}
     sidecars = {Path(n).stem for n in names if n.endswith(".json")}
@@ -828,7 +829,7 @@ def test_a_signal_during_a_render_stops_cleanly(small_queue, sig):
     out_dir = Path(daemon.out_dir)
     peer = Peer(daemon.wait_ready())
     try:
-        paths = [p.name for p in out_dir.iterdir()]
+        paths = [p.name for p in out_dir.iterdir() if p.name not in STATE_FILES]
         assert not paths, paths  # the queue test leaves no files
         finished = peer.render("finished before the signal", seconds=1, steps=2)
         paths = [peer.expect(DONE, finished, timeout=RENDER_T).args[1]]
