@@ -90,7 +90,8 @@ def test_a_second_lock_on_the_folder_is_refused_until_the_first_is_released(tmp_
         # another process too (flock is per open file description, so this is not just us)
         code = (
             "import sys; from latentloop_daemon.files.lock import FolderLock\n"
-            "try:\n FolderLock(sys.argv[1]).acquire()\nexcept Exception as e:\n print(e); sys.exit(7)"
+            "try:\n FolderLock(sys.argv[1]).acquire()\n"
+            "except Exception as e:\n print(e); sys.exit(7)"
         )
         r = subprocess.run(
             [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True
