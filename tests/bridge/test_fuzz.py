@@ -102,7 +102,7 @@ def test_mutated_datagrams_reach_admission() -> None:
     """
     reached: Counter[tuple[str, str]] = Counter()
 
-    @settings(max_examples=700, deadline=None, database=None, derandomize=True)
+    @settings(max_examples=1400, deadline=None, database=None, derandomize=True)
     @given(
         st.sampled_from(sorted(SEEDS)),
         st.integers(0, 200),

@@ -250,7 +250,7 @@ P = [5, "prompt", "x"]  # a canonical prefix
          "negative is 1001 characters long; the limit is 1000"),
         ([*P, "key", "k" * 65, "seconds", 1], 5, "key is 65 characters long; the limit is 64"),
         ([*P, "tempo", 120], 5, "unknown render parameter 'tempo'; known: prompt, negative, "
-         "bpm, bars, beats_per_bar, seconds, key, seed, steps, cfg, variations, replace"),
+         "bpm, bars, beats_per_bar, seconds, key, seed, steps, cfg, variations, replace, token"),
         ([*P, "bpm", 120, "bpm", 121], 5, "duplicate render parameter 'bpm'"),
         ([*P, "bpm", 120, "bars"], 5, "render parameter 'bars' has no value"),
         ([*P, 4, "bars"], 5, "render parameter name at argument 4 must be a string, got int 4"),
@@ -384,18 +384,18 @@ def test_other_requests_invalid(
     ("address", "args", "command", "request_id", "message"),
     [
         ("/latentloop/play", [3, 1], "play", 3,
-         "unknown address /latentloop/play; the requests are cancel, notify, ping, render, status"),
+         "unknown address /latentloop/play; the requests are auth, cancel, notify, ping, render, status"),
         ("/latentloop/", [], "/latentloop/", -1,
-         "unknown address /latentloop/; the requests are cancel, notify, ping, render, status"),
+         "unknown address /latentloop/; the requests are auth, cancel, notify, ping, render, status"),
         ("/dirt/play", ["s", "bd"], "/dirt/play", -1,
          "unknown address /dirt/play; latentloop's requests are "
-         "/latentloop/{cancel, notify, ping, render, status}"),
+         "/latentloop/{auth, cancel, notify, ping, render, status}"),
         ("/latentloop/render/", [1], "render/", 1,
          "unknown address /latentloop/render/; "
-         "the requests are cancel, notify, ping, render, status"),
+         "the requests are auth, cancel, notify, ping, render, status"),
         ("/latentloop/done", [1], "done", 1, "/latentloop/done is a reply, not a request"),
         ("/latentloop/*", [], "*", -1,
-         "unknown address /latentloop/*; the requests are cancel, notify, ping, render, status"),
+         "unknown address /latentloop/*; the requests are auth, cancel, notify, ping, render, status"),
     ],
 )  # fmt: skip
 def test_unknown_addresses(

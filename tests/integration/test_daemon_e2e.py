@@ -694,7 +694,7 @@ BAD_INPUT = {
             "play",
             "unknown",
             "unknown address /latentloop/play; "
-            "the requests are cancel, notify, ping, render, status",
+            "the requests are auth, cancel, notify, ping, render, status",
         ],
     ),
     "foreign address": (
@@ -704,7 +704,7 @@ BAD_INPUT = {
             "/s_new",
             "unknown",
             "unknown address /s_new; latentloop's requests are "
-            "/latentloop/{cancel, notify, ping, render, status}",
+            "/latentloop/{auth, cancel, notify, ping, render, status}",
         ],
     ),
     "blob as bpm": (
@@ -746,7 +746,7 @@ BAD_INPUT = {
             "render",
             "invalid",
             "unknown render parameter 'tempo'; known: prompt, negative, "
-            "bpm, bars, beats_per_bar, seconds, key, seed, steps, cfg, variations, replace",
+            "bpm, bars, beats_per_bar, seconds, key, seed, steps, cfg, variations, replace, token",
         ],
     ),
     "duplicate parameter": (
