@@ -384,9 +384,11 @@ def test_other_requests_invalid(
     ("address", "args", "command", "request_id", "message"),
     [
         ("/latentloop/play", [3, 1], "play", 3,
-         "unknown address /latentloop/play; the requests are auth, cancel, notify, ping, render, status"),
+         "unknown address /latentloop/play; "
+         "the requests are auth, cancel, notify, ping, render, status"),
         ("/latentloop/", [], "/latentloop/", -1,
-         "unknown address /latentloop/; the requests are auth, cancel, notify, ping, render, status"),
+         "unknown address /latentloop/; "
+         "the requests are auth, cancel, notify, ping, render, status"),
         ("/dirt/play", ["s", "bd"], "/dirt/play", -1,
          "unknown address /dirt/play; latentloop's requests are "
          "/latentloop/{auth, cancel, notify, ping, render, status}"),
@@ -395,7 +397,8 @@ def test_other_requests_invalid(
          "the requests are auth, cancel, notify, ping, render, status"),
         ("/latentloop/done", [1], "done", 1, "/latentloop/done is a reply, not a request"),
         ("/latentloop/*", [], "*", -1,
-         "unknown address /latentloop/*; the requests are auth, cancel, notify, ping, render, status"),
+         "unknown address /latentloop/*; "
+         "the requests are auth, cancel, notify, ping, render, status"),
     ],
 )  # fmt: skip
 def test_unknown_addresses(
