@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from latentloop_bridge.errors import NO_ID
@@ -38,6 +38,7 @@ class RenderCommand:
     variations: int = 1
     replace: bool = False
     play: int | None = None  # queue the result into this playback slot
+    token: str | None = field(default=None, repr=False)  # the shared token, when sent with it
 
     @property
     def reply_id(self) -> int:
@@ -223,7 +224,24 @@ PlaybackCommand = (
     | AudioCommand
 )  # fmt: skip
 
+
+@dataclass(frozen=True, slots=True)
+class AuthCommand:
+    """`/latentloop/auth <id> <token>`: authorise the sender's host for `[osc] auth_ttl_s`."""
+
+    command: ClassVar[str] = "auth"
+
+    request_id: int
+    token: str = field(repr=False)
+
+    @property
+    def reply_id(self) -> int:
+        """The id to echo in replies."""
+        return self.request_id
+
+
 Command = (
-    RenderCommand | CancelCommand | StatusCommand | PingCommand | NotifyCommand | PlaybackCommand
-)
+    RenderCommand | CancelCommand | StatusCommand | PingCommand | NotifyCommand | AuthCommand
+    | PlaybackCommand
+)  # fmt: skip
 """Every request the daemon's handler receives."""

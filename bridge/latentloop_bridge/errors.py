@@ -26,6 +26,11 @@ class FailCode(StrEnum):
     NO_AUDIO = "no_audio"  # playback is off: --no-audio, no device, or the device failed
     TEMPO = "tempo"  # a loop at another tempo and `audio.conform = "refuse"` (daemon)
     UNAVAILABLE = "unavailable"  # an optional part is not installed (Link: latentloop[link])
+    UNAUTHORIZED = "unauthorized"  # a token is configured and this source has not sent it
+    IO = "io"  # the output folder could not be written (disk full, read-only, gone)
+    INTERRUPTED = "interrupted"  # the daemon stopped (crashed) while the job was accepted
+    OUT_OF_MEMORY = "out_of_memory"  # the device ran out of memory, even with a smaller batch
+    BAD_OUTPUT = "bad_output"  # the model produced NaN or infinite samples
 
 
 class ProtocolError(Exception):

@@ -15,7 +15,7 @@ from latentloop_bridge.commands import Address, Command
 from latentloop_bridge.errors import UNKNOWN_COMMAND, FailCode, ProtocolError
 from latentloop_bridge.packets import TimedMessage, parse_packet
 from latentloop_bridge.protocol import parse_message
-from latentloop_bridge.spec import REPLY_ADDRESSES
+from latentloop_bridge.spec import AUTH, RENDER, REPLY_ADDRESSES
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,12 @@ def _admit(
     message: TimedMessage, sender: Address, now_unix_s: float, now_s: float, max_ahead_s: float
 ) -> Delivery | None:
     """Check one message; schedule it at its timetag, or its error now."""
-    logger.debug("from %s:%d: %s %s", sender[0], sender[1], message.address, shown(message.args))
+    logger.debug(
+        "from %s:%d: %s %s",
+        *sender,
+        message.address,
+        shown(redacted(message.address, message.args)),
+    )
     if message.address in REPLY_ADDRESSES or message.address in FOREIGN_REPLIES:
         logger.warning(
             "ignored %s from %s:%d: it is a reply, and answering replies can loop",
@@ -101,6 +106,18 @@ def request_ids(request: Command | ProtocolError) -> tuple[int, str]:
     if isinstance(request, ProtocolError):
         return request.request_id, request.command
     return request.reply_id, request.command
+
+
+def redacted(address: str, args: Sequence[object]) -> list[object]:
+    """`args` with the shared token hidden (auth's second argument, render's `token` value)."""
+    shown_args = list(args)
+    if address == AUTH and len(shown_args) >= 2:
+        shown_args[1] = "***"
+    elif address == RENDER:
+        for index, value in enumerate(shown_args[:-1]):
+            if value == "token":
+                shown_args[index + 1] = "***"
+    return shown_args
 
 
 def shown(args: Sequence[object]) -> str:

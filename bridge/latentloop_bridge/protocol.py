@@ -16,6 +16,7 @@ from latentloop_bridge import playback as pb
 from latentloop_bridge.commands import (
     Address,
     AudioCommand,
+    AuthCommand,
     CancelCommand,
     Command,
     GainCommand,
@@ -40,6 +41,8 @@ from latentloop_bridge.packets import (
 from latentloop_bridge.render_args import parse_canonical, parse_positional
 from latentloop_bridge.spec import (
     AUDIO,
+    AUTH,
+    AUTH_REPLY,
     CANCEL,
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -49,6 +52,7 @@ from latentloop_bridge.spec import (
     INT32_MAX,
     INT32_MIN,
     LINK,
+    MAX_TOKEN_CHARS,
     NOTIFY,
     NOTIFY_REPLY,
     PING,
@@ -76,6 +80,7 @@ from latentloop_bridge.values import (
     as_flag,
     as_port,
     as_request_id,
+    as_text,
     describe,
     is_number,
 )
@@ -94,6 +99,7 @@ __all__ = [
     "PlayCommand", "StopCommand", "TempoCommand", "TransportCommand", "encode_bundle",
     "play_reply", "stop_reply", "gain_reply", "tempo_reply", "transport_reply", "link_reply",
     "audio_reply", "playing_notice", "bar_notice",
+    "AUTH", "AUTH_REPLY", "AuthCommand", "auth_reply",
 ]  # fmt: skip
 
 play_reply, stop_reply, gain_reply = pb.play_reply, pb.stop_reply, pb.gain_reply
@@ -173,12 +179,19 @@ def _parse_notify(args: Sequence[OscArg]) -> NotifyCommand:
     return NotifyCommand(as_flag("notify flag", args[0]), port)
 
 
+def _parse_auth(args: Sequence[OscArg]) -> AuthCommand:
+    _check_count(args, 2, 2, "auth <id> <token>")
+    token = as_text("token", args[1], MAX_TOKEN_CHARS)
+    return AuthCommand(as_request_id(args[0], allow_none_id=True), token)
+
+
 _PARSERS: dict[str, Callable[[Sequence[OscArg]], Command]] = {
     RENDER: _parse_render,
     CANCEL: _parse_cancel,
     STATUS: _parse_status,
     PING: _parse_ping,
     NOTIFY: _parse_notify,
+    AUTH: _parse_auth,
     PLAY: pb.parse_play,
     STOP: pb.parse_stop,
     GAIN: pb.parse_gain,
@@ -287,6 +300,11 @@ def status_reply(
 def pong_reply(request_id: int, version: int = PROTOCOL_VERSION) -> Reply:
     """`/latentloop/pong <id> <protocol version>`."""
     return PONG, [request_id, version]
+
+
+def auth_reply(request_id: int, ttl_s: int) -> Reply:
+    """`/latentloop/auth.reply <id> <seconds>`: the sender's host is authorised that long."""
+    return AUTH_REPLY, [request_id, ttl_s]
 
 
 def notify_reply(subscribed: bool, port: int) -> Reply:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from latentloop_bridge.commands import RenderCommand
-from latentloop_bridge.spec import MAX_KEY_CHARS, MAX_PROMPT_CHARS, RANGES, Range
+from latentloop_bridge.spec import MAX_KEY_CHARS, MAX_PROMPT_CHARS, MAX_TOKEN_CHARS, RANGES, Range
 from latentloop_bridge.values import (
     InvalidValue,
     OscArg,
@@ -54,6 +54,7 @@ def _text(limit: int) -> Converter[str]:
 
 _prompt = _text(MAX_PROMPT_CHARS)
 _key = _text(MAX_KEY_CHARS)
+_token = _text(MAX_TOKEN_CHARS)
 _bpm = _number(RANGES["bpm"])
 _bars = _number(RANGES["bars"])
 _beats_per_bar = _whole(RANGES["beats_per_bar"])
@@ -76,6 +77,7 @@ NAMES = (
     "variations",
     "replace",
     "play",
+    "token",
 )
 """The canonical parameter names; ranges and defaults are in docs/protocol.md."""
 
@@ -159,6 +161,7 @@ def _build(client_id: int | None, raw: Mapping[str, OscArg]) -> RenderCommand:
         variations=_get(raw, "variations", _variations) or 1,
         replace=_get(raw, "replace", as_flag) or False,
         play=_get(raw, "play", _whole(RANGES["slot"])),
+        token=_get(raw, "token", _token),
     )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import math
 import select
 import socket
 import threading
@@ -46,6 +47,8 @@ from latentloop_bridge.spec import (
 logger = logging.getLogger(__name__)
 
 _RECEIVE_BUFFER_BYTES = 1 << 20
+DROP_LOG_INTERVAL_S = 10.0
+"""At most one log line per interval about datagrams dropped by the allowlist."""
 
 
 class CommandHandler(Protocol):
@@ -81,6 +84,10 @@ class OscServer:
         max_scheduled: bound on messages waiting for dispatch; beyond it the server itself
             answers `/fail ... busy`.
         max_schedule_ahead_s: bundles timetagged further ahead are `invalid`.
+        allow: source networks ("192.168.1.0/24", "10.0.0.7"); datagrams from other sources
+            are dropped unanswered (a reply to a forged source would make the daemon a
+            reflector), counted (`dropped`) and logged at most once per `DROP_LOG_INTERVAL_S`.
+            Empty: every source (the daemon's config requires a list off loopback).
     """
 
     def __init__(
@@ -94,8 +101,13 @@ class OscServer:
         max_subscribers: int = MAX_SUBSCRIBERS,
         max_scheduled: int = MAX_SCHEDULED,
         max_schedule_ahead_s: float = MAX_SCHEDULE_AHEAD_S,
+        allow: Sequence[str] = (),
     ) -> None:
         self._host, self._port = host, port
+        self._allow = tuple(ipaddress.IPv4Network(n, strict=False) for n in allow)
+        self._dropped = 0
+        self._dropped_logged = 0
+        self._drop_logged_s = -math.inf
         self._handler = handler
         self._fixed = tuple(dict.fromkeys(_resolve(target) for target in fixed_targets))
         self._max_datagram = max_datagram
@@ -189,6 +201,21 @@ class OscServer:
     def fixed_targets(self) -> tuple[Address, ...]:
         """Endpoints that get every reply, resolved to IPv4 addresses."""
         return self._fixed
+
+    @property
+    def dropped(self) -> int:
+        """Datagrams dropped because their source is outside `allow`."""
+        return self._dropped
+
+    def is_allowed(self, host: str) -> bool:
+        """Whether datagrams from `host` are read (always, when no allowlist is set)."""
+        if not self._allow:
+            return True
+        try:
+            address = ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
+        return any(address in network for network in self._allow)
 
     @property
     def subscribers(self) -> tuple[Address, ...]:
@@ -308,6 +335,9 @@ class OscServer:
                 logger.exception("unexpected error on a datagram from %s:%d", *sender)
 
     def _on_datagram(self, data: bytes, sender: Address) -> None:
+        if not self.is_allowed(sender[0]):
+            self._drop(sender)
+            return
         if self._is_own(sender):
             logger.warning("ignored a datagram from latentloop's own port %s:%d", *sender)
             return
@@ -321,6 +351,22 @@ class OscServer:
         )
         for delivery in deliveries:
             self._enqueue(delivery)
+
+    def _drop(self, sender: Address) -> None:
+        """Count a datagram from outside the allowlist; log a summary now and then (never reply:
+        the source address may be forged)."""
+        self._dropped += 1
+        now = time.monotonic()
+        if now - self._drop_logged_s >= DROP_LOG_INTERVAL_S:
+            new = self._dropped - self._dropped_logged
+            self._drop_logged_s, self._dropped_logged = now, self._dropped
+            logger.warning(
+                "dropped %d datagram(s) from sources outside osc.allow (%d in all; latest "
+                "from %s:%d)",
+                new,
+                self._dropped,
+                *sender,
+            )
 
     def _enqueue(self, delivery: Delivery) -> None:
         request = delivery.request

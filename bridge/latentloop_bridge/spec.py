@@ -15,6 +15,7 @@ CANCEL = "/latentloop/cancel"
 STATUS = "/latentloop/status"
 PING = "/latentloop/ping"
 NOTIFY = "/latentloop/notify"
+AUTH = "/latentloop/auth"  # authorisation (docs/security.md)
 # playback (docs/playback.md)
 PLAY = "/latentloop/play"
 STOP = "/latentloop/stop"
@@ -33,6 +34,7 @@ STATUS_REPLY = "/latentloop/status.reply"
 PONG = "/latentloop/pong"
 NOTIFY_REPLY = "/latentloop/notify.reply"
 RETRY = "/latentloop/retry"
+AUTH_REPLY = "/latentloop/auth.reply"
 PLAY_REPLY = "/latentloop/play.reply"
 STOP_REPLY = "/latentloop/stop.reply"
 GAIN_REPLY = "/latentloop/gain.reply"
@@ -45,15 +47,21 @@ PLAYING = "/latentloop/playing"
 BAR = "/latentloop/bar"
 
 PLAYBACK_REQUESTS = frozenset({PLAY, STOP, GAIN, TEMPO, TRANSPORT, LINK, AUDIO})
-REQUEST_ADDRESSES = frozenset({RENDER, CANCEL, STATUS, PING, NOTIFY, *PLAYBACK_REQUESTS})
+REQUEST_ADDRESSES = frozenset({RENDER, CANCEL, STATUS, PING, NOTIFY, AUTH, *PLAYBACK_REQUESTS})
 REPLY_ADDRESSES = frozenset(
-    {QUEUED, PROGRESS, DONE, FAIL, STATUS_REPLY, PONG, NOTIFY_REPLY, RETRY, PLAY_REPLY,
-     STOP_REPLY, GAIN_REPLY, TEMPO_REPLY, TRANSPORT_REPLY, LINK_REPLY, AUDIO_REPLY, PLAYING, BAR}
+    {QUEUED, PROGRESS, DONE, FAIL, STATUS_REPLY, PONG, NOTIFY_REPLY, RETRY, AUTH_REPLY,
+     PLAY_REPLY, STOP_REPLY, GAIN_REPLY, TEMPO_REPLY, TRANSPORT_REPLY, LINK_REPLY, AUDIO_REPLY,
+     PLAYING, BAR}
 )  # fmt: skip
 
 QUANTIZE = ("now", "beat", "bar", "2bar", "4bar")
 """Launch quantization of `play`/`stop` (and the render option `play`)."""
 AUDIO_ACTIONS = ("restart",)
+
+# Authorisation: `/latentloop/auth <id> <token>` -> `auth.reply <id> <ttl_s>`
+UNAUTHENTICATED_COMMANDS = frozenset({"ping", "auth"})
+"""Requests answered without a token when one is configured; everything else is `unauthorized`."""
+MAX_TOKEN_CHARS = 256
 
 DEFAULT_HOST = "127.0.0.1"
 """Loopback only; listening on the network is an explicit choice (and logged as a warning)."""

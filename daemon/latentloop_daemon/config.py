@@ -31,6 +31,7 @@ from latentloop_daemon.files.formats import FORMAT_NAMES
 logger = logging.getLogger(__name__)
 
 LOADING_POLICIES = ("fail", "queue")
+RESTART_POLICIES = ("rerun", "report")
 SEAM_MODES = ("auto", "equal_gain", "equal_power")
 
 
@@ -42,6 +43,9 @@ class OscConfig:
     port: int = 7878  # outside the ports other music software uses
     reply_targets: tuple[str, ...] = ()  # "host:port" fixed targets, e.g. Max's [udpreceive 7879]
     max_subscribers: int = 32
+    allow: tuple[str, ...] = ()  # source networks (CIDR); required when host is not loopback
+    token: str = field(default="", repr=False)  # shared secret; file or environment, never a flag
+    auth_ttl_s: float = 3600.0  # how long `/latentloop/auth` authorises a source host
 
     def __post_init__(self) -> None:
         _check_host("osc.host", self.host)
@@ -49,6 +53,17 @@ class OscConfig:
         for target in self.reply_targets:
             parse_target("osc.reply_targets", target)
         _check_range("osc.max_subscribers", self.max_subscribers, 0, 1024)
+        for network in self.allow:
+            _check_network("osc.allow", network)
+        if not self.allow and not _is_loopback_host(self.host):
+            raise ConfigError(
+                f"osc.host {self.host} is reachable from the network: set osc.allow to the "
+                "source networks that may use it (--allow 192.168.1.0/24, or [osc] allow in the "
+                "config file); see docs/security.md"
+            )
+        if self.token and len(self.token) < 8:
+            raise ConfigError("osc.token must be at least 8 characters long")
+        _check_range("osc.auth_ttl_s", self.auth_ttl_s, 1, 30 * 86400)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +112,15 @@ class RenderConfig:
     tempo_check: bool = True
     tempo_tolerance_pct: float = 4.0
     max_rerolls: int = 0  # re-render with new seeds while the tempo is off by more
+    on_restart: str = "rerun"  # jobs a crash left unfinished: "rerun" or "report" (interrupted)
 
     def __post_init__(self) -> None:
         if self.format not in FORMAT_NAMES:
             raise ConfigError(f"render.format must be one of {FORMAT_NAMES}, got {self.format!r}")
+        if self.on_restart not in RESTART_POLICIES:
+            raise ConfigError(
+                f"render.on_restart must be one of {RESTART_POLICIES}, got {self.on_restart!r}"
+            )
         if self.while_loading not in LOADING_POLICIES:
             raise ConfigError(
                 f"render.while_loading must be one of {LOADING_POLICIES}, "
@@ -354,6 +374,20 @@ def _check_host(key: str, host: str) -> None:
             raise ConfigError(
                 f"{key}: expected an IPv4 address or 'localhost', got {host!r}"
             ) from None
+
+
+def _check_network(key: str, network: str) -> None:
+    """An IPv4 network in CIDR form ("192.168.1.0/24") or a single address."""
+    try:
+        ipaddress.IPv4Network(network, strict=False)
+    except ValueError:
+        raise ConfigError(
+            f"{key}: expected an IPv4 network like '192.168.1.0/24' or an address, got {network!r}"
+        ) from None
+
+
+def _is_loopback_host(host: str) -> bool:
+    return host == "localhost" or ipaddress.IPv4Address(host).is_loopback
 
 
 def _check_port(key: str, port: int, allow_zero: bool = False) -> None:

@@ -53,3 +53,19 @@ class PlaybackError(LatentloopError):
     def __init__(self, message: str, code: str = "invalid") -> None:
         super().__init__(message)
         self.code = code
+
+
+class OutputFolderLocked(LatentloopError):
+    """Another latentloop daemon holds the output folder's lock."""
+
+
+class PathRefused(LatentloopError):
+    """A path a client named resolves outside the folders it may read (docs/security.md)."""
+
+
+class BadOutputError(RenderError):
+    """The model produced NaN or infinite samples."""
+
+
+class OutOfMemoryError(RenderError):
+    """The device ran out of memory, even after a retry with a smaller batch."""

@@ -250,7 +250,8 @@ P = [5, "prompt", "x"]  # a canonical prefix
          "negative is 1001 characters long; the limit is 1000"),
         ([*P, "key", "k" * 65, "seconds", 1], 5, "key is 65 characters long; the limit is 64"),
         ([*P, "tempo", 120], 5, "unknown render parameter 'tempo'; known: prompt, negative, "
-         "bpm, bars, beats_per_bar, seconds, key, seed, steps, cfg, variations, replace, play"),
+         "bpm, bars, beats_per_bar, seconds, key, seed, steps, cfg, variations, replace, play, "
+         "token"),
         ([*P, "bpm", 120, "bpm", 121], 5, "duplicate render parameter 'bpm'"),
         ([*P, "bpm", 120, "bars"], 5, "render parameter 'bars' has no value"),
         ([*P, 4, "bars"], 5, "render parameter name at argument 4 must be a string, got int 4"),
@@ -380,7 +381,9 @@ def test_other_requests_invalid(
     assert error.command == address.rsplit("/", 1)[1]
 
 
-REQUESTS = "audio, cancel, gain, link, notify, ping, play, render, status, stop, tempo, transport"
+REQUESTS = (
+    "audio, auth, cancel, gain, link, notify, ping, play, render, status, stop, tempo, transport"
+)
 
 
 @pytest.mark.parametrize(
@@ -392,8 +395,8 @@ REQUESTS = "audio, cancel, gain, link, notify, ping, play, render, status, stop,
          f"unknown address /latentloop/; the requests are {REQUESTS}"),
         ("/dirt/play", ["s", "bd"], "/dirt/play", -1,
          "unknown address /dirt/play; latentloop's requests are "
-         "/latentloop/{"
-         "audio, cancel, gain, link, notify, ping, play, render, status, stop, tempo, transport}"),
+         "/latentloop/{audio, auth, cancel, gain, link, notify, ping, play, render, status, stop, "
+         "tempo, transport}"),
         ("/latentloop/render/", [1], "render/", 1,
          "unknown address /latentloop/render/; "
          f"the requests are {REQUESTS}"),

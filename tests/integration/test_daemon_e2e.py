@@ -59,6 +59,7 @@ V1_ARGS = {
 }  # fmt: skip
 
 
+STATE_FILES = (".latentloop.lock", ".latentloop.journal")  # the daemon's own, in its folder
 _ids = itertools.count(101)  # unique across the module, so replies seen by subscribers match
 
 
@@ -231,7 +232,7 @@ def expected_frames(bpm: float, bars: float, beats_per_bar: int) -> int:
 
 def assert_only_complete_pairs(out_dir: Path) -> set[str]:
     """No temp files, and every WAV has its sidecar (and vice versa); return the stems."""
-    names = sorted(p.name for p in out_dir.iterdir())
+    names = sorted(p.name for p in out_dir.iterdir() if p.name not in STATE_FILES)
     assert not [n for n in names if n.startswith(".latentloop-")], names
     wavs = {Path(n).stem for n in names if n.endswith(".wav")}
     sidecars = {Path(n).stem for n in names if n.endswith(".json")}
@@ -692,8 +693,8 @@ BAD_INPUT = {
             9,
             "mute",
             "unknown",
-            "unknown address /latentloop/mute; the requests are audio, cancel, gain, link, "
-            "notify, ping, play, render, status, stop, tempo, transport",
+            "unknown address /latentloop/mute; the requests are audio, auth, cancel, gain, "
+            "link, notify, ping, play, render, status, stop, tempo, transport",
         ],
     ),
     "foreign address": (
@@ -703,8 +704,8 @@ BAD_INPUT = {
             "/s_new",
             "unknown",
             "unknown address /s_new; latentloop's requests are "
-            "/latentloop/{audio, cancel, gain, link, notify, ping, play, render, status, stop, "
-            "tempo, transport}",
+            "/latentloop/{audio, auth, cancel, gain, link, notify, ping, play, render, status, "
+            "stop, tempo, transport}",
         ],
     ),
     "blob as bpm": (
@@ -746,7 +747,8 @@ BAD_INPUT = {
             "render",
             "invalid",
             "unknown render parameter 'tempo'; known: prompt, negative, "
-            "bpm, bars, beats_per_bar, seconds, key, seed, steps, cfg, variations, replace, play",
+            "bpm, bars, beats_per_bar, seconds, key, seed, steps, cfg, variations, replace, "
+            "play, token",
         ],
     ),
     "duplicate parameter": (
@@ -829,7 +831,7 @@ def test_a_signal_during_a_render_stops_cleanly(small_queue, sig):
     out_dir = Path(daemon.out_dir)
     peer = Peer(daemon.wait_ready())
     try:
-        paths = [p.name for p in out_dir.iterdir()]
+        paths = [p.name for p in out_dir.iterdir() if p.name not in STATE_FILES]
         assert not paths, paths  # the queue test leaves no files
         finished = peer.render("finished before the signal", seconds=1, steps=2)
         paths = [peer.expect(DONE, finished, timeout=RENDER_T).args[1]]

@@ -34,6 +34,15 @@ def add_parser(sub: Any) -> None:
         metavar="HOST:PORT",
         help="osc.reply_targets: also send replies here (e.g. Max: 127.0.0.1:7879)",
     )
+    p.add_argument(
+        "--allow",
+        action="append",
+        default=None,
+        metavar="CIDR",
+        help="osc.allow: a source network that may send requests (repeatable); required with "
+        "a --host other than loopback. The token ([osc] token) is never a flag: see "
+        "docs/security.md",
+    )
     p.add_argument("--out", default=None, help="render.out_dir (default: out)")
     p.add_argument("--format", default=None, help="render.format: pcm24, pcm16, float")
     p.add_argument("--queue-size", type=int, default=None, help="render.queue_size (default 8)")
@@ -59,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         "osc.host": args.host,
         "osc.port": args.port,
         "osc.reply_targets": tuple(args.reply_target) if args.reply_target else None,
+        "osc.allow": tuple(args.allow) if args.allow else None,
         "render.out_dir": args.out,
         "render.format": args.format,
         "render.queue_size": args.queue_size,

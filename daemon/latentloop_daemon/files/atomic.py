@@ -8,6 +8,7 @@ never a half-written WAV under its final name.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -30,7 +31,40 @@ def slugify(text: str, max_len: int = 40) -> str:
     """A short, filesystem-safe, lowercase ASCII name for ``text`` ("untitled" if empty)."""
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
-    return slug[:max_len].rstrip("-") or "untitled"
+    slug = slug[:max_len].rstrip("-") or "untitled"
+    if slug.upper() in _WINDOWS_RESERVED:  # "con", "nul", "com1": device names on Windows
+        slug = f"{slug}-"
+    return slug
+
+
+_WINDOWS_RESERVED = frozenset(
+    {"CON", "PRN", "AUX", "NUL"} | {f"{d}{n}" for d in ("COM", "LPT") for n in range(1, 10)}
+)
+MAX_NAME_BYTES = 200
+"""File names we make stay well under the 255-byte limit of ext4, APFS, NTFS and exFAT."""
+_UNSAFE_NAME = re.compile(r'[\x00-\x1f\x7f<>:"/\\|?*]')
+
+
+def check_file_name(name: str) -> str:
+    """Return ``name`` if it is safe on Linux, macOS and Windows file systems, else raise.
+
+    Safe: 1..200 bytes of UTF-8, no path separators, control or Windows-reserved characters,
+    no leading dot (hidden) or trailing dot/space, not a Windows device name.
+
+    Raises:
+        OutputError: naming the problem (a bug: our names come from ``slugify``).
+    """
+    stem = name.split(".", 1)[0]
+    if (
+        not name
+        or len(name.encode()) > MAX_NAME_BYTES
+        or _UNSAFE_NAME.search(name)
+        or name.startswith(".")
+        or name.endswith((".", " "))
+        or stem.upper() in _WINDOWS_RESERVED
+    ):
+        raise OutputError(f"unsafe file name {name!r}")
+    return name
 
 
 def write_wav_atomic(
@@ -67,6 +101,32 @@ def unique_stem(folder: Path, stem: str, suffixes: tuple[str, ...] = (".wav", ".
         n += 1
         candidate = f"{stem}-{n}"
     return candidate
+
+
+def remove_orphan_sidecars(folder: Path) -> int:
+    """Delete our sidecars whose WAV is missing (a crash between the two); return how many.
+
+    A sidecar is ours when it is JSON whose ``software`` starts with "latentloop" and whose
+    ``file`` names the WAV beside it. Anything else in the folder is left alone. Call it only
+    while holding the folder's lock (``files.lock``), when no write is in flight.
+    """
+    removed = 0
+    for side in Path(folder).glob("*.json"):
+        wav = side.with_suffix(".wav")
+        if wav.exists():
+            continue
+        try:
+            meta = json.loads(side.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # unreadable or not JSON: not ours to judge
+        if (
+            isinstance(meta, dict)
+            and str(meta.get("software", "")).startswith("latentloop")
+            and meta.get("file") == wav.name
+        ):
+            side.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def remove_stale_temp_files(folder: Path, older_than_s: float = 60.0) -> int:
@@ -113,15 +173,31 @@ def _publish(path: Path, write: Any) -> Path:
             os.link(tmp, path)  # atomic, and fails if path exists
         except FileExistsError as e:
             raise OutputError(f"refusing to overwrite {path}") from e
-        except OSError:  # no hard links on this filesystem
-            if path.exists():
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EIO):
+                raise
+            if path.exists():  # no hard links on this filesystem
                 raise OutputError(f"refusing to overwrite {path}") from None
             os.replace(tmp, path)
+        _fsync_folder(folder)  # the new name survives a power cut too
     except OSError as e:
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # Windows: folders cannot be opened; NTFS journals the rename itself
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems (network mounts) refuse fsync on a folder; the rename stands
+    finally:
+        os.close(fd)
 
 
 def publish_atomic(path: Path, write: Callable[[Path], None]) -> Path:

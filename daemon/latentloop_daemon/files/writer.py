@@ -8,7 +8,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from latentloop_daemon.engine import RenderRequest, RenderResult, to_frames_first
-from latentloop_daemon.files.atomic import slugify, unique_stem, write_json_atomic, write_wav_atomic
+from latentloop_daemon.files.atomic import (
+    check_file_name,
+    slugify,
+    unique_stem,
+    write_json_atomic,
+    write_wav_atomic,
+)
 from latentloop_daemon.files.riff import describe_loop, write_loop_wav
 from latentloop_daemon.files.sidecar import clip_meta, render_meta
 
@@ -30,26 +36,38 @@ def clip_stem(prompt: str, length: LoopLength, seed: int, count: int, index: int
 def write_clip(
     clip: Clip, out_dir: Path, stem: str, *, fmt: str, model: str, meta: dict[str, Any]
 ) -> tuple[Path, Path]:
-    """Write one clip's WAV (acid/smpl/cue/LIST chunks when it has bars) and sidecar JSON."""
-    name = unique_stem(out_dir, stem)
+    """Write one clip's sidecar JSON, then its WAV (acid/smpl/cue/LIST chunks when it has bars).
+
+    The sidecar goes first and the WAV last, each published atomically, so a reader of the
+    folder never sees a WAV without its sidecar; a crash between the two leaves an orphan
+    sidecar, which the daemon removes at start-up (``atomic.remove_orphan_sidecars``).
+    """
+    name = check_file_name(unique_stem(out_dir, stem))
     wav_path = out_dir / f"{name}.wav"
-    length = clip.length
-    if length.bars is not None:
-        info = describe_loop(
-            clip.frames,
-            clip.sample_rate,
-            length.bars,
-            beats_per_bar=length.beats_per_bar,
-            key=clip.key,
-            prompt=clip.prompt,
-            seed=clip.seed,
-            model=model,
-        )
-        wav = write_loop_wav(wav_path, clip.audio, clip.sample_rate, info=info, fmt=fmt)
-    else:
-        wav = write_wav_atomic(wav_path, clip.audio, clip.sample_rate, fmt)
-    side = write_json_atomic(out_dir / f"{name}.json", {"file": wav.name, **meta})
+    side = write_json_atomic(out_dir / f"{name}.json", {"file": wav_path.name, **meta})
+    try:
+        wav = _write_wav(clip, wav_path, fmt=fmt, model=model)
+    except BaseException:
+        side.unlink(missing_ok=True)
+        raise
     return wav, side
+
+
+def _write_wav(clip: Clip, wav_path: Path, *, fmt: str, model: str) -> Path:
+    length = clip.length
+    if length.bars is None:
+        return write_wav_atomic(wav_path, clip.audio, clip.sample_rate, fmt)
+    info = describe_loop(
+        clip.frames,
+        clip.sample_rate,
+        length.bars,
+        beats_per_bar=length.beats_per_bar,
+        key=clip.key,
+        prompt=clip.prompt,
+        seed=clip.seed,
+        model=model,
+    )
+    return write_loop_wav(wav_path, clip.audio, clip.sample_rate, info=info, fmt=fmt)
 
 
 def write_clips(
@@ -78,10 +96,10 @@ def write_clips(
             }
             stem = clip_stem(prompt, clip.length, clip.seed, len(clips), i)
             wav, side = write_clip(clip, out_dir, stem, fmt=fmt, model=model, meta=meta)
-            published += [wav, side]
+            published += [side, wav]
             wavs.append(wav)
     except BaseException:
-        for path in published:
+        for path in reversed(published):  # WAVs before their sidecars
             path.unlink(missing_ok=True)
         raise
     return wavs

@@ -38,7 +38,7 @@ from latentloop_daemon.engine import (
     StepFn,
     to_frames_first,
 )
-from latentloop_daemon.errors import RenderCancelled, RenderError
+from latentloop_daemon.errors import BadOutputError, RenderCancelled, RenderError
 from latentloop_daemon.loops.clip import Clip
 from latentloop_daemon.loops.length import LoopLength, loop_length
 from latentloop_daemon.loops.loudness import normalize
@@ -183,6 +183,8 @@ def render_clips(
             hooks.on_step,
             hooks.should_cancel,
         )
+        if not np.isfinite(result.audio).all():
+            raise BadOutputError("the model produced NaN or infinite samples; nothing written")
         clips = [
             finish_clip(result.audio[i], plan, s, result.seed, i) for i in range(result.batch_size)
         ]

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 from latentloop_bridge import protocol as p
 from latentloop_bridge.errors import FailCode
 from latentloop_daemon import __version__
-from latentloop_daemon.errors import RenderError
+from latentloop_daemon.errors import OutputError, RenderError
 from latentloop_daemon.loops.pipeline import LoopRequest
+from latentloop_daemon.service.auth import Authorizer
 from latentloop_daemon.service.jobs import CANCELLED, QueueFull, RenderJob
 from latentloop_daemon.service.playback import PlayFailure
 from latentloop_daemon.service.playback import fail_code as playback_fail_code
@@ -45,6 +46,7 @@ class RequestHandlers:
             p.StatusCommand: self.on_status,
             p.PingCommand: self.on_ping,
             p.NotifyCommand: self.on_notify,
+            p.AuthCommand: self.on_auth,
             p.PlayCommand: self.on_play,
             p.StopCommand: self.on_stop,
             p.GainCommand: self.on_gain,
@@ -53,6 +55,8 @@ class RequestHandlers:
             p.LinkCommand: self.on_link,
             p.AudioCommand: self.on_audio,
         }
+        osc = service.config.osc
+        self.auth = Authorizer(osc.token, osc.auth_ttl_s)
         # ids for positional renders: six digits, so Pd's number boxes and [print] show them
         # exactly; above what clients count up to; cycling, so the supply never runs out
         self._assigned_ids = itertools.cycle(range(100_000, 1_000_000))
@@ -72,6 +76,18 @@ class RequestHandlers:
                 command.command,
                 FailCode.INTERNAL,
                 "this daemon has no handler for that request",
+            )
+            return
+        if not self.auth.permits(command, sender[0]):
+            logger.warning("unauthorized %s from %s:%d", command.command, *sender)
+            request_id = command.reply_id
+            self.replies.fail(
+                sender,
+                request_id,
+                command.command,
+                FailCode.UNAUTHORIZED,
+                "this daemon needs its token: send /latentloop/auth <id> <token> first, or a "
+                "'token' pair with the render (docs/security.md)",
             )
             return
         handler(command, sender)
@@ -108,6 +124,9 @@ class RequestHandlers:
         job = RenderJob(svc.queue.new_job_id(), request_id, sender, request, play_slot=cmd.play)
         try:
             position, dropped = svc.queue.submit(job, replace=cmd.replace)
+        except OutputError as e:  # the journal could not make it durable: not accepted
+            self._fail_render(sender, request_id, FailCode.IO, f"not accepted: {e}")
+            return
         except QueueFull as e:
             if e.size:
                 self._fail_render(sender, request_id, FailCode.BUSY, f"queue full ({e.size})")
@@ -278,6 +297,19 @@ class RequestHandlers:
             self.replies.fail(sender, cmd.reply_id, cmd.command, code, message)
 
         player.submit(task).add_done_callback(answer)
+
+    def on_auth(self, cmd: p.AuthCommand, sender: Address) -> None:
+        if not self.auth.enabled:
+            self.replies.reply(sender, *p.auth_reply(cmd.request_id, 0))
+            return
+        if not self.auth.authorise(sender[0], cmd.token):
+            logger.warning("wrong token from %s:%d", *sender)
+            self.replies.fail(
+                sender, cmd.request_id, cmd.command, FailCode.UNAUTHORIZED, "wrong token"
+            )
+            return
+        logger.info("authorised %s for %.0f s", sender[0], self.auth.ttl_s)
+        self.replies.reply(sender, *p.auth_reply(cmd.request_id, int(self.auth.ttl_s)))
 
     def _fail_render(self, to: Address, request_id: int, code: FailCode, message: str) -> None:
         self.replies.fail(to, request_id, p.RenderCommand.command, code, message)

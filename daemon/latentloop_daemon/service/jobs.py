@@ -10,12 +10,14 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from latentloop_daemon.loops.pipeline import LoopRequest
+    from latentloop_daemon.service.journal import Journal
 
 Address = tuple[str, int]
 
@@ -38,6 +40,7 @@ class RenderJob:
     paths: list[str] = field(default_factory=list)
     error: str | None = None
     play_slot: int | None = None  # the render option `play`: queue the result into this slot
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)  # the journal's, across restarts
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -62,8 +65,11 @@ class QueueFull(Exception):
 class JobQueue:
     """Bounded FIFO of queued jobs, the running job, and a bounded history of finished ones."""
 
-    def __init__(self, maxsize: int, history_size: int = 64) -> None:
+    def __init__(
+        self, maxsize: int, history_size: int = 64, journal: Journal | None = None
+    ) -> None:
         self.maxsize = maxsize
+        self.journal = journal  # told of every transition, under the lock, before any reply
         self._queue: deque[RenderJob] = deque()
         self._running: RenderJob | None = None
         self._history: deque[RenderJob] = deque(maxlen=history_size)
@@ -92,6 +98,8 @@ class JobQueue:
                     self._retire(j, CANCELLED, "replaced by a newer request")
             if len(self._queue) >= self.maxsize:
                 raise QueueFull(self.maxsize)
+            if self.journal is not None:
+                self.journal.accepted(job)  # OutputError: not accepted, nothing queued
             self._queue.append(job)
             position = len(self._queue) - 1 + (1 if self._running is not None else 0)
             self._cond.notify_all()
@@ -111,6 +119,8 @@ class JobQueue:
             job = self._queue.popleft()
             job.state, job.started_s = RUNNING, time.time()
             self._running = job
+            if self.journal is not None:
+                self.journal.started(job)
             return job
 
     def finish(self, job: RenderJob, state: str, error: str | None = None) -> None:
@@ -144,6 +154,8 @@ class JobQueue:
             ):
                 running.cancel_event.set()
                 hit.append(running)
+                if self.journal is not None:
+                    self.journal.cancel_requested(running)
             return hit
 
     def close(self) -> tuple[list[RenderJob], RenderJob | None]:
@@ -158,6 +170,16 @@ class JobQueue:
                 self._running.cancel_event.set()
             self._cond.notify_all()
             return dropped, self._running
+
+    def skip_ids(self, last: int) -> None:
+        """Continue job ids after ``last`` (the journal's highest), so ids stay unique."""
+        with self._cond:
+            self._ids = itertools.count(max(last + 1, next(self._ids)))
+
+    def remember(self, job: RenderJob) -> None:
+        """Put a finished job (from the journal) into the history ``find`` searches."""
+        with self._cond:
+            self._history.append(job)
 
     def find(self, sender: Address, request_id: int) -> RenderJob | None:
         """The most recent job of ``sender`` with ``request_id`` (queued, running or finished)."""
@@ -187,3 +209,5 @@ class JobQueue:
     def _retire(self, job: RenderJob, state: str, error: str | None) -> None:
         job.state, job.error, job.finished_s = state, error, time.time()
         self._history.append(job)
+        if self.journal is not None:
+            self.journal.ended(job)

@@ -26,10 +26,12 @@ from latentloop_daemon.config import DaemonConfig, parse_target
 from latentloop_daemon.engine import Capabilities, Engine
 from latentloop_daemon.errors import LatentloopError
 from latentloop_daemon.exit_codes import ExitCode
-from latentloop_daemon.files.atomic import remove_stale_temp_files
+from latentloop_daemon.files.lock import FolderLock
 from latentloop_daemon.service.handlers import RequestHandlers
 from latentloop_daemon.service.jobs import JobQueue
+from latentloop_daemon.service.journal import Journal
 from latentloop_daemon.service.playback import Playback, limit_torch_threads
+from latentloop_daemon.service.recovery import clean_output_folder, recover_jobs
 from latentloop_daemon.service.replies import JobReplies, Replies
 from latentloop_daemon.service.worker import RenderWorker
 
@@ -47,6 +49,9 @@ class Service:
         self.loader = loader or self._load_engine
         self.state = "starting"
         self.queue = JobQueue(config.render.queue_size, config.render.history_size)
+        out_dir = Path(config.render.out_dir).expanduser()
+        self.folder_lock = FolderLock(out_dir)
+        self.journal = Journal(out_dir, keep_finished=config.render.history_size)
         self.replies = Replies()
         self.job_replies = JobReplies(self.replies)
         self.playback = Playback(config, self.replies)
@@ -82,7 +87,14 @@ class Service:
         except OSError as e:
             logger.error("cannot create the output folder %s: %s", out_dir, e)
             return ExitCode.STARTUP
-        remove_stale_temp_files(out_dir)
+        try:  # one daemon per folder; then clean it and read the journal
+            self.folder_lock.acquire()
+            clean_output_folder(out_dir)
+            entries = self.journal.load()
+        except LatentloopError as e:
+            logger.error("%s", e)
+            return ExitCode.STARTUP
+        self.queue.journal = self.journal
         targets = [parse_target("osc.reply_targets", t) for t in cfg.osc.reply_targets]
         self.server = OscServer(
             cfg.osc.host,
@@ -90,6 +102,7 @@ class Service:
             self.handlers,
             fixed_targets=targets,
             max_subscribers=cfg.osc.max_subscribers,
+            allow=cfg.osc.allow,
         )
         try:
             self.server.start()
@@ -98,9 +111,17 @@ class Service:
             self.server = None
             return ExitCode.STARTUP
         self.replies.server = self.server
+        recover_jobs(
+            self.journal, entries, self.queue, self.replies, out_dir, cfg.render.on_restart
+        )
         host, port = self.server.bound_address
         if cfg.osc.host not in ("127.0.0.1", "localhost", "::1"):
-            logger.warning("listening on %s: anyone on this network can queue renders", host)
+            logger.warning(
+                "listening on %s: sources in osc.allow (%s) can queue renders%s",
+                host,
+                ", ".join(cfg.osc.allow),
+                "" if cfg.osc.token else "; no osc.token is set",
+            )
         self.state = "loading"
         logger.info("listening on %s:%d (udp); loading model %r", host, port, cfg.engine.model)
         code = self.playback.start()  # after the port is bound; an unknown device: exit 2
@@ -168,6 +189,7 @@ class Service:
         self.playback.close()  # before the port closes, and before any audio server goes
         if self.server is not None:
             self.server.close()
+        self.folder_lock.release()
         logger.info("stopped")
 
     def _capture_signals(self) -> _CapturedSignals:

@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Protocol
 
 from latentloop_bridge.errors import FailCode
 from latentloop_daemon.engine import Engine, RenderRequest
-from latentloop_daemon.errors import LatentloopError, OutputError, RenderCancelled, RenderError
+from latentloop_daemon.errors import (
+    BadOutputError,
+    LatentloopError,
+    OutOfMemoryError,
+    OutputError,
+    RenderCancelled,
+    RenderError,
+)
 from latentloop_daemon.loops.pipeline import LoopCallbacks, LoopsMade, make_loops
 from latentloop_daemon.service.jobs import CANCELLED, DONE, FAILED, JobQueue, RenderJob
 
@@ -46,10 +53,22 @@ def fail_code(error: BaseException) -> FailCode:
     if isinstance(error, RenderCancelled):
         return FailCode.CANCELLED
     if isinstance(error, OutputError):  # the daemon could not write: not the client's fault
-        return FailCode.INTERNAL
+        return FailCode.IO
+    if isinstance(error, BadOutputError):
+        return FailCode.BAD_OUTPUT
+    if isinstance(error, OutOfMemoryError) or is_out_of_memory(error):
+        return FailCode.OUT_OF_MEMORY
     if isinstance(error, RenderError | ValueError):
         return FailCode.INVALID
     return FailCode.INTERNAL
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is the device (or the host) running out of memory."""
+    if isinstance(error, MemoryError):
+        return True
+    # torch.OutOfMemoryError (CUDA, MPS) without importing torch here
+    return type(error).__name__ == "OutOfMemoryError" or "out of memory" in str(error)[:200]
 
 
 class RenderWorker(threading.Thread):
@@ -183,4 +202,4 @@ def _job_meta(job: RenderJob) -> dict[str, object]:
         "cfg": spec.cfg,
         "variations": spec.variations,
     }
-    return {"request": request, "job": job.job_id}
+    return {"request": request, "job": job.job_id, "job_key": job.key}

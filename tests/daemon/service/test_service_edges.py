@@ -89,6 +89,6 @@ def test_a_cancel_after_the_last_step_stops_the_job_before_files_are_written(hel
         "cancelled",
         "cancelled before the files were written",
     )
-    assert sorted(p.name for p in out_dir.iterdir()) == []
+    assert sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(".")) == []
     (job,) = svc.queue.snapshot()["history"]
     assert (job["id"], job["state"], job["paths"]) == (rid, "cancelled", [])

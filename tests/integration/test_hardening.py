@@ -1,0 +1,332 @@
+"""Hardening, end to end: `latentloop serve` as a real process on loopback (issue #10).
+
+- exposure: a non-loopback bind without `osc.allow` exits 2; a source outside the allowlist
+  (127.0.0.2) gets no reply; without the token nothing but ping does work, a wrong token does
+  no work; a second daemon on the same folder exits 3;
+- faults: a real full file system (a tmpfs the test mounts) and a read-only remount give
+  `/fail ... io`, leave nothing partial, and the next render succeeds once space returns;
+- crash: SIGKILL at random moments, the same client socket across restarts: after every kill
+  no WAV without its sidecar and no half-written WAV; at the end every id that got `/queued`
+  is accounted for exactly once (on the socket or through `status <id>`).
+
+Each test prints its counts. Renders use the built-in `tiny` model, 1 s, 2 steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+from pythonosc.osc_packet import OscPacket
+from tests.conftest import REQUIRE_TOOLS
+
+from latentloop_bridge.protocol import encode_message
+
+HOST = "127.0.0.1"
+TOKEN = "studio-token-1234"
+RENDER_T = 90.0  # one short render on a loaded 2-core machine, model load included
+KILLS = 20
+KILLS_AFTER_READY = 4  # of which this many wait for the model, so they land in renders
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+class Peer:
+    """One UDP socket (kept across daemon restarts) that records every reply."""
+
+    def __init__(self, port: int, host: str = HOST) -> None:
+        self.daemon = (HOST, port)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.sock.bind((host, 0))
+        self.replies: list[tuple[str, list]] = []
+
+    def send(self, address: str, *args) -> None:
+        self.sock.sendto(encode_message(address, list(args)), self.daemon)
+
+    def pump(self, timeout: float) -> bool:
+        self.sock.settimeout(max(timeout, 0.001))
+        try:
+            data, _ = self.sock.recvfrom(65536)
+        except TimeoutError:
+            return False
+        for timed in OscPacket(data).messages:
+            self.replies.append((timed.message.address, list(timed.message.params)))
+        return True
+
+    def wait(self, match, timeout: float) -> tuple[str, list] | None:
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while True:
+            for reply in self.replies[seen:]:
+                if match(reply):
+                    return reply
+            seen = len(self.replies)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self.pump(remaining):
+                if remaining <= 0:
+                    return None
+
+    def about(self, request_id: int, *addresses: str) -> list[tuple[str, list]]:
+        return [r for r in self.replies if r[0] in addresses and r[1] and r[1][0] == request_id]
+
+
+def answer(peer: Peer, request_id: int, timeout: float = RENDER_T) -> tuple[str, list]:
+    """The first /done or /fail (or auth.reply, pong, status.reply) for `request_id`."""
+    final = ("/latentloop/done", "/latentloop/fail", "/latentloop/auth.reply",
+             "/latentloop/pong", "/latentloop/status.reply")  # fmt: skip
+    reply = peer.wait(lambda r: r[0] in final and r[1][:1] == [request_id], timeout)
+    assert reply is not None, f"no answer for {request_id}; got {peer.replies[-10:]}"
+    return reply
+
+
+def wavs_and_sidecars(folder: Path) -> tuple[set[str], set[str]]:
+    names = [p.name for p in folder.iterdir()]
+    return {n[:-4] for n in names if n.endswith(".wav")}, {
+        n[:-5] for n in names if n.endswith(".json")
+    }
+
+
+def assert_no_wav_without_sidecar_and_no_partial_wav(folder: Path) -> int:
+    wavs, sides = wavs_and_sidecars(folder)
+    assert wavs <= sides, f"WAVs without a sidecar: {wavs - sides}"
+    for stem in wavs:
+        meta = json.loads((folder / f"{stem}.json").read_text())
+        assert sf.info(str(folder / f"{stem}.wav")).frames == meta["frames"], stem
+    return len(wavs)
+
+
+# --- exposure ---------------------------------------------------------------------------------
+
+
+def test_a_network_bind_without_an_allowlist_exits_2_naming_the_setting(tmp_path) -> None:
+    cmd = [sys.executable, "-m", "latentloop_daemon", "serve", "--model", "tiny", "--host",
+           "0.0.0.0", "--port", "0", "--out", str(tmp_path / "out"), "--no-audio"]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    print("exit", r.returncode)
+    assert r.returncode == 2, r.stderr
+    assert "osc.allow" in r.stderr and "--allow" in r.stderr
+    assert not (tmp_path / "out").exists()  # refused before touching anything
+
+
+def test_allowlist_token_and_folder_lock(daemon_factory, tmp_path) -> None:
+    out = tmp_path / "out"
+    daemon = daemon_factory("--allow", "127.0.0.1/32", out_dir=out,
+                            env={"LATENTLOOP_OSC_TOKEN": TOKEN})  # fmt: skip
+    port = daemon.wait_ready()
+    peer = Peer(port)
+    try:
+        foreign = Peer(port, host="127.0.0.2")
+    except OSError as e:
+        pytest.skip(f"cannot bind 127.0.0.2: {e}")
+    # 1. a source outside the allowlist: no reply at all, not even /fail for garbage
+    for i in range(20):
+        foreign.send("/latentloop/ping", i)
+        foreign.send("/latentloop/render", i, "prompt", "x", "token", TOKEN, "seconds", 1)
+        foreign.sock.sendto(b"not osc", foreign.daemon)
+    peer.send("/latentloop/ping", 1)
+    assert answer(peer, 1, 10)[0] == "/latentloop/pong"  # the allowed source: served
+    assert not foreign.pump(0.5) and foreign.replies == []
+    daemon.wait_log("outside osc.allow")
+    # 2. without the token only ping works; wrong tokens do no work
+    peer.send("/latentloop/render", 2, "prompt", "no token", "seconds", 1, "steps", 2)
+    peer.send("/latentloop/status", 3)
+    peer.send("/latentloop/auth", 4, "wrong-token-000")
+    peer.send("/latentloop/render", 5, "prompt", "bad", "token", "wrong-token-000", "seconds", 1)
+    for rid, command in ((2, "render"), (3, "status"), (4, "auth"), (5, "render")):
+        address, args = answer(peer, rid, 10)
+        assert (address, args[1], args[2]) == ("/latentloop/fail", command, "unauthorized"), args
+    # 3. the token with one render, then auth for the host
+    peer.send("/latentloop/render", 6, "prompt", "with token", "token", TOKEN, "seconds", 1,
+              "steps", 2)  # fmt: skip
+    assert answer(peer, 6)[0] == "/latentloop/done"
+    peer.send("/latentloop/auth", 7, TOKEN)
+    assert answer(peer, 7, 10) == ("/latentloop/auth.reply", [7, 3600])
+    peer.send(
+        "/latentloop/status",
+        8,
+    )
+    assert answer(peer, 8, 10)[0] == "/latentloop/status.reply"
+    wavs, _ = wavs_and_sidecars(out)
+    assert len(wavs) == 1  # only the render with the right token did any work
+    assert TOKEN not in daemon.log
+    # 4. a second daemon on the same folder exits 3 with a clear message
+    second = daemon_factory(out_dir=out)
+    assert second.wait_exit(120) == 3
+    assert "in use by another latentloop daemon" in second.log
+    print(f"foreign datagrams: 60 sent, 0 answered; unauthorized: 4; files: {len(wavs)}")
+    peer.sock.close(), foreign.sock.close()
+
+
+# --- faults: a real full disk and a read-only mount -------------------------------------------
+
+
+def require_mount() -> None:
+    """Root, and a tmpfs we can mount; skip on a user's machine, fail in CI."""
+    why = None
+    if os.geteuid() != 0:
+        why = "mounting a tmpfs needs root"
+    elif not Path("/proc/filesystems").read_text().count("tmpfs"):
+        why = "no tmpfs in this kernel"
+    if why:
+        if REQUIRE_TOOLS:
+            pytest.fail(why + " and LATENTLOOP_REQUIRE_TOOLS=1")
+        pytest.skip(why)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    require_mount()
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
+                       capture_output=True, text=True)  # fmt: skip
+    if r.returncode != 0:
+        message = f"cannot mount a tmpfs: {r.stderr.strip()}"
+        if REQUIRE_TOOLS:
+            pytest.fail(message)
+        pytest.skip(message)
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def remount(mount_point: Path, mode: str) -> None:
+    for _ in range(50):  # EBUSY while a file is open for writing: wait for it to close
+        r = subprocess.run(["mount", "-o", f"remount,{mode}", str(mount_point)],
+                           capture_output=True, text=True)  # fmt: skip
+        if r.returncode == 0:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"remount {mode} failed: {r.stderr}")
+
+
+def fill(folder: Path) -> Path:
+    filler = folder / "filler.bin"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass  # ENOSPC: full
+    return filler
+
+
+def test_full_disk_and_read_only_folder_fail_io_and_recover(daemon_factory, small_disk) -> None:
+    daemon = daemon_factory(out_dir=small_disk)
+    peer = Peer(daemon.wait_ready())
+    render = ("prompt", "disk", "seconds", 1, "steps", 2)
+    peer.send("/latentloop/render", 1, *render)
+    assert answer(peer, 1)[0] == "/latentloop/done"
+    codes = Counter()
+    # full: every byte taken
+    filler = fill(small_disk)
+    peer.send("/latentloop/render", 2, *render)
+    address, args = answer(peer, 2)
+    assert (address, args[2]) == ("/latentloop/fail", "io"), args
+    assert "No space left on device" in args[3]
+    codes[args[2]] += 1
+    assert_no_wav_without_sidecar_and_no_partial_wav(small_disk)
+    assert len(wavs_and_sidecars(small_disk)[0]) == 1
+    assert not [p for p in small_disk.iterdir() if p.name.endswith(".tmp")]
+    filler.unlink()
+    peer.send("/latentloop/render", 3, *render)
+    assert answer(peer, 3)[0] == "/latentloop/done"  # space is back
+    # read-only (root ignores permissions, so a real read-only mount)
+    remount(small_disk, "ro")
+    try:
+        peer.send("/latentloop/render", 4, *render)
+        address, args = answer(peer, 4)
+        assert (address, args[2]) == ("/latentloop/fail", "io"), args
+        assert "Read-only file system" in args[3]
+        codes[args[2]] += 1
+        peer.send("/latentloop/ping", 5)
+        assert answer(peer, 5, 10)[0] == "/latentloop/pong"
+    finally:
+        remount(small_disk, "rw")
+    peer.send("/latentloop/render", 6, *render)
+    assert answer(peer, 6)[0] == "/latentloop/done"
+    assert assert_no_wav_without_sidecar_and_no_partial_wav(small_disk) == 3
+    print(f"fail codes: {dict(codes)}; renders done after recovery: 2")
+    peer.sock.close()
+
+
+# --- crash: SIGKILL at random moments ---------------------------------------------------------
+
+
+def settle(peer: Peer, rid: int, variations: int) -> str:
+    """The one outcome of an accepted id: from its replies, or else from `status <id>`."""
+    deadline = time.monotonic() + RENDER_T * 2
+    while True:
+        done = peer.about(rid, "/latentloop/done")
+        fails = [f for f in peer.about(rid, "/latentloop/fail") if f[1][1] == "render"]
+        if len(done) >= variations or fails:
+            assert not (done and fails), (rid, done, fails)  # exactly one outcome
+            assert len(fails) <= 1 and len(done) in (0, variations), (rid, done, fails)
+            for reply in done:
+                path = Path(reply[1][1])
+                assert path.is_file() and path.with_suffix(".json").is_file(), path
+            return "done" if done else f"fail {fails[0][1][2]}"
+        peer.send("/latentloop/status", rid)
+        status = peer.wait(lambda r: r[0] == "/latentloop/status.reply" and r[1][0] == rid, 10)
+        if status is not None and status[1][6] in ("done", "failed", "cancelled"):
+            return f"status {status[1][6]}"
+        assert time.monotonic() < deadline, f"id {rid} never settled: {peer.replies[-20:]}"
+        peer.pump(1.0)
+
+
+def test_sigkill_at_random_moments_loses_no_accepted_request(daemon_factory, tmp_path) -> None:
+    out, port = tmp_path / "out", free_port()
+    rng = random.Random(10)
+    args = ("--port", str(port), "--no-warmup", "--queue-size", "64")
+    env = {"LATENTLOOP_RENDER_WHILE_LOADING": "queue"}
+    peer = Peer(port)
+    queued: dict[int, int] = {}  # id -> variations
+    next_id = iter(range(1, 10_000))
+    kills_in_render = 0
+    ready_cycles = set(rng.sample(range(KILLS), KILLS_AFTER_READY))
+    for cycle in range(KILLS):
+        daemon = daemon_factory(*args, out_dir=out, env=env)
+        daemon.wait_log("listening on")
+        for _ in range(1 + (cycle % 3 == 0)):
+            rid, variations = next(next_id), rng.choice([1, 1, 2])
+            peer.send("/latentloop/render", rid, "prompt", f"crash {rid}", "seconds", 1,
+                      "steps", rng.choice([2, 3]), "variations", variations)  # fmt: skip
+            got = peer.wait(lambda r, rid=rid: r[1][:1] == [rid] and r[0] in (
+                "/latentloop/queued", "/latentloop/fail"), 10)  # fmt: skip
+            if got is not None and got[0] == "/latentloop/queued":
+                queued[rid] = variations
+        if cycle % 5 == 4 and queued:  # a journaled cancel now and then
+            peer.send("/latentloop/cancel", rng.choice(sorted(queued)))
+        if cycle in ready_cycles:
+            daemon.wait_ready(RENDER_T)
+            daemon.wait_log("started:", RENDER_T)
+            kills_in_render += 1
+        time.sleep(rng.uniform(0.0, 2.0))
+        daemon.kill()
+        while peer.pump(0.01):
+            pass
+        assert_no_wav_without_sidecar_and_no_partial_wav(out)
+    # the last start settles everything: reruns finish, the rest is reported
+    daemon = daemon_factory(*args, out_dir=out, env=env)
+    daemon.wait_ready(RENDER_T)
+    outcomes = Counter(settle(peer, rid, variations) for rid, variations in queued.items())
+    files = assert_no_wav_without_sidecar_and_no_partial_wav(out)
+    print(f"kills: {KILLS} ({kills_in_render} during renders); accepted: {len(queued)}; "
+          f"outcomes: {dict(outcomes)}; files: {files}")  # fmt: skip
+    assert sum(outcomes.values()) == len(queued)
+    assert outcomes["done"] + outcomes["status done"] > 0
+    peer.sock.close()
