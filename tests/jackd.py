@@ -16,6 +16,7 @@ import os
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
 from tests.conftest import require_tool
@@ -65,6 +66,16 @@ class JackServer:
         self._log.close()
 
 
+class XrunDuringCapture(AssertionError):
+    """A capture did not match while the JACK graph reported an xrun (a missed period).
+
+    On a loaded shared machine a period can be missed by any client (the capture, PortAudio's
+    callback, jackd): the captured stream then has a gap that says nothing about the player.
+    Tests that compare captures rerun on this error only (``pytest.mark.flaky(only_rerun=...)``);
+    a mismatch without an xrun fails at once.
+    """
+
+
 class Capture:
     """A JACK client recording ``channels`` inputs into a preallocated buffer.
 
@@ -79,8 +90,10 @@ class Capture:
         self.ports = [self.client.inports.register(f"in_{i}") for i in range(channels)]
         self.buffer = np.zeros((round(seconds * server.rate), channels), np.float32)
         self.frames = 0
+        self.xruns = 0
         self.full = threading.Event()
         self.client.set_process_callback(self._process)
+        self.client.set_xrun_callback(self._xrun)
         self.client.activate()
 
     def _process(self, n):
@@ -91,6 +104,19 @@ class Capture:
         self.frames = stop
         if stop >= self.buffer.shape[0]:
             self.full.set()
+
+    def _xrun(self, delayed_usecs):
+        self.xruns += 1
+
+    @contextmanager
+    def explains_mismatch(self):
+        """Re-raise a failed comparison as ``XrunDuringCapture`` when the graph had an xrun."""
+        try:
+            yield
+        except AssertionError as e:
+            if self.xruns:
+                raise XrunDuringCapture(f"{self.xruns} xrun(s) during the capture: {e}") from e
+            raise
 
     def connect(self, pattern, timeout=10.0):
         deadline = time.monotonic() + timeout

@@ -14,6 +14,10 @@ from jackd import Capture, first_sound
 
 from latentloop_daemon.playback.source import Loop
 
+# a capture with a gap from a missed period (an xrun on a loaded machine) is rerun, twice at most;
+# any other mismatch fails at once (tests/jackd.py: XrunDuringCapture)
+pytestmark = pytest.mark.flaky(reruns=2, only_rerun=["XrunDuringCapture"])
+
 RATE = 44100
 BAR = 44100  # one 4/4 bar at 240 BPM: one second
 
@@ -59,13 +63,14 @@ def test_a_loop_plays_bit_exactly_and_repeats_seamlessly(player_factory, capture
     clip = noise(BAR, 1)
     assert call(player, player.play, 0, loop(clip), "bar") == (0, 0)
     got = cap.wait(30)
-    start = first_sound(got)
-    repeats = (got.shape[0] - start) // BAR
-    assert repeats >= 2
-    for r in range(repeats):
-        np.testing.assert_array_equal(got[start + r * BAR : start + (r + 1) * BAR], clip)
-    assert events.played == [(0, 1, "/loops/1.wav")]
-    assert player.bpm == 240 and player.running
+    with cap.explains_mismatch():
+        start = first_sound(got)
+        repeats = (got.shape[0] - start) // BAR
+        assert repeats >= 2
+        for r in range(repeats):
+            np.testing.assert_array_equal(got[start + r * BAR : start + (r + 1) * BAR], clip)
+        assert events.played == [(0, 1, "/loops/1.wav")]
+        assert player.bpm == 240 and player.running
 
 
 def test_a_queued_clip_starts_on_the_bar_boundary_and_stop_lands_on_its_own(
@@ -82,20 +87,23 @@ def test_a_queued_clip_starts_on_the_bar_boundary_and_stop_lands_on_its_own(
     stop_bar = call(player, player.stop, 3, "2bar")
     assert swap_bar >= 1 and stop_bar > swap_bar and stop_bar % 2 == 0
     got = cap.wait(30)
-    start = first_sound(got)
-    swap, stop = start + swap_bar * BAR, start + stop_bar * BAR
-    for r in range(swap_bar):  # A until the swap, untouched
-        np.testing.assert_array_equal(got[start + r * BAR : start + (r + 1) * BAR], a)
-    # B's sample 0 on the boundary at full gain; A only fades out after it
-    tail = got[swap : swap + fade] - b[:fade]
-    np.testing.assert_allclose(tail, a[:fade] * (1 - np.arange(fade) / fade)[:, None], atol=1e-6)
-    for r in range(stop_bar - swap_bar):
-        begin = swap + r * BAR + (fade if r == 0 else 0)
-        np.testing.assert_array_equal(
-            got[begin : swap + (r + 1) * BAR], b[begin - swap - r * BAR :]
+    with cap.explains_mismatch():
+        start = first_sound(got)
+        swap, stop = start + swap_bar * BAR, start + stop_bar * BAR
+        for r in range(swap_bar):  # A until the swap, untouched
+            np.testing.assert_array_equal(got[start + r * BAR : start + (r + 1) * BAR], a)
+        # B's sample 0 on the boundary at full gain; A only fades out after it
+        tail = got[swap : swap + fade] - b[:fade]
+        np.testing.assert_allclose(
+            tail, a[:fade] * (1 - np.arange(fade) / fade)[:, None], atol=1e-6
         )
-    assert np.abs(got[stop : stop + fade]).max() > 0  # fading from the stop boundary
-    assert not got[stop + fade :].any()
+        for r in range(stop_bar - swap_bar):
+            begin = swap + r * BAR + (fade if r == 0 else 0)
+            np.testing.assert_array_equal(
+                got[begin : swap + (r + 1) * BAR], b[begin - swap - r * BAR :]
+            )
+        assert np.abs(got[stop : stop + fade]).max() > 0  # fading from the stop boundary
+        assert not got[stop + fade :].any()
 
 
 def test_gain_and_the_limiter(player_factory, capture):
@@ -106,18 +114,19 @@ def test_gain_and_the_limiter(player_factory, capture):
     linear = call(player, player.set_gain, 0, -6.0)
     call(player, player.play, 0, loop(clip), "bar")
     got = cap.wait(30)
-    start = first_sound(got)
-    np.testing.assert_array_equal(got[start : start + BAR], clip * np.float32(linear))
-    # two loud slots: the sum (up to 1.2) is held at the threshold
-    cap2 = capture(3 * BAR / RATE)
-    cap2.connect("^PortAudio:")
-    call(player, player.set_gain, 0, 0.0)
-    call(player, player.play, 1, loop(np.abs(clip)), "bar")
-    call(player, player.play, 0, loop(np.abs(clip)), "bar")
-    got = cap2.wait(30)
-    threshold = 10 ** (-0.3 / 20)
-    assert np.abs(got).max() <= threshold + 1e-6
-    assert np.abs(got).max() > 0.9 * threshold
+    with cap.explains_mismatch():
+        start = first_sound(got)
+        np.testing.assert_array_equal(got[start : start + BAR], clip * np.float32(linear))
+        # two loud slots: the sum (up to 1.2) is held at the threshold
+        cap2 = capture(3 * BAR / RATE)
+        cap2.connect("^PortAudio:")
+        call(player, player.set_gain, 0, 0.0)
+        call(player, player.play, 1, loop(np.abs(clip)), "bar")
+        call(player, player.play, 0, loop(np.abs(clip)), "bar")
+        got = cap2.wait(30)
+        threshold = 10 ** (-0.3 / 20)
+        assert np.abs(got).max() <= threshold + 1e-6
+        assert np.abs(got).max() > 0.9 * threshold
 
 
 def test_a_clip_at_another_tempo_is_conformed_to_the_transports_bar(player_factory, capture):
@@ -132,14 +141,15 @@ def test_a_clip_at_another_tempo_is_conformed_to_the_transports_bar(player_facto
     assert voice.audio.shape[0] == round(bar)  # 41,669 frames: the transport's bar
     assert player.stretch_times_s
     got = cap.wait(30)
-    start = first_sound(got, threshold=1e-4)
-    # every repeat starts on the exact bar position and is the conformed clip
-    for r in range(3):
-        at = start + round(r * bar)
-        n = min(round(bar) - 1, got.shape[0] - at)
-        if n <= 0:
-            break
-        np.testing.assert_array_equal(got[at : at + n], voice.audio[:n])
+    with cap.explains_mismatch():
+        start = first_sound(got, threshold=1e-4)
+        # every repeat starts on the exact bar position and is the conformed clip
+        for r in range(3):
+            at = start + round(r * bar)
+            n = min(round(bar) - 1, got.shape[0] - at)
+            if n <= 0:
+                break
+            np.testing.assert_array_equal(got[at : at + n], voice.audio[:n])
 
 
 def test_drift_over_100_repeats_at_127_bpm_is_within_a_sample(player_factory, capture):
@@ -153,7 +163,8 @@ def test_drift_over_100_repeats_at_127_bpm_is_within_a_sample(player_factory, ca
     clip[0] = 0.5  # a click on every downbeat
     call(player, player.play, 0, loop(clip, beats=1, beats_per_bar=1), "bar")
     got = cap.wait(120)
-    clicks = np.flatnonzero(got[:, 0] == 0.5)
-    assert len(clicks) >= 101
-    drift = clicks[:101] - clicks[0] - np.array([float(k * bar) for k in range(101)])
-    assert np.abs(drift).max() <= 1.0
+    with cap.explains_mismatch():
+        clicks = np.flatnonzero(got[:, 0] == 0.5)
+        assert len(clicks) >= 101
+        drift = clicks[:101] - clicks[0] - np.array([float(k * bar) for k in range(101)])
+        assert np.abs(drift).max() <= 1.0
