@@ -141,7 +141,7 @@ def _warm(
         [*ref_cmd, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True
     )  # fmt: skip
     assert worker.stdin is not None and worker.stdout is not None
-    load = json.loads(worker.stdout.readline())
+    load = _read_json(worker.stdout)
     rows = []
     try:
         for i in range(args.pairs + 1):  # the first pair warms up both sides
@@ -155,7 +155,7 @@ def _warm(
             def reference(i: int = i) -> dict[str, float]:
                 worker.stdin.write(json.dumps({**ref_request, "seed": i}) + "\n")  # type: ignore[union-attr]
                 worker.stdin.flush()  # type: ignore[union-attr]
-                return dict(json.loads(worker.stdout.readline()))  # type: ignore[union-attr]
+                return _read_json(worker.stdout)
 
             pair = _pair(i, ours, reference)
             print(f"warm {'warm-up' if i == 0 else i}: {_pair_line(pair)}", flush=True)
@@ -192,6 +192,14 @@ def _fresh(
         rows.append(pair)
     shutil.rmtree(out, ignore_errors=True)
     return _summary(rows)
+
+
+def _read_json(stream: Any) -> dict[str, Any]:
+    """The worker's next JSON line (the reference's libraries print lines of their own)."""
+    for line in stream:
+        if line.startswith("{"):
+            return dict(json.loads(line))
+    raise SystemExit("bench: the reference worker exited (see its stderr above)")
 
 
 def _timed_process(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
