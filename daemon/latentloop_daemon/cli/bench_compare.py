@@ -122,6 +122,7 @@ def _requests(engine: Any, config: Any, args: Any) -> tuple[Any, Any, dict[str, 
     plan = plan_loop(PROMPT, length, None, caps, config.render)
     reference_request = {
         "prompt": plan.prompt, "seconds_total": plan.seconds_total, "keep": plan.keep_frames,
+        "sample_size": caps.window_samples,
         "steps": args.steps or caps.default_steps,
         "cfg": args.cfg if args.cfg is not None else caps.default_cfg_scale,
         "sampler": caps.default_sampler,
@@ -204,10 +205,14 @@ def _read_json(stream: Any) -> dict[str, Any]:
 
 def _timed_process(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL
+    )
     wall = time.perf_counter() - t0
     if done.returncode != 0:
         raise SystemExit(f"bench: {cmd[0]} failed ({done.returncode}): {done.stderr[-2000:]}")
+    if "--once" in cmd and '"total_s"' not in done.stdout:  # it must have rendered
+        raise SystemExit(f"bench: the reference worker rendered nothing: {done.stderr[-2000:]}")
     return {"total_s": wall}
 
 

@@ -5,8 +5,8 @@ Not imported by latentloop: executed by path with the *reference* virtualenv's P
 standard library, torch, safetensors and stable-audio-tools. ``MODEL_DIR`` holds
 ``model_config.json`` + ``model.safetensors``; T5 comes from ``HF_HOME`` (offline).
 
-    python reference_worker.py MODEL_DIR --once '{"prompt": ..., "seed": 1, ...}'
-    python reference_worker.py MODEL_DIR --serve    # one JSON request per stdin line
+    python reference_worker.py MODEL_DIR [--threads N] --once '{"prompt": ..., "seed": 1, ...}'
+    python reference_worker.py MODEL_DIR [--threads N] --serve   # one JSON request per line
 
 Each render prints one JSON line: ``total_s``, ``conditioning_s``, ``sampling_s``,
 ``decoding_s`` (and ``load_s`` once, after loading). The VAE runs in fp32 (its stock fp16 VAE
@@ -63,7 +63,7 @@ def render(model: Any, request: dict[str, Any]) -> dict[str, float]:
         with torch.no_grad():
             audio = generate_diffusion_cond(
                 model, steps=request["steps"], cfg_scale=request["cfg"],
-                conditioning=[cond_item], sample_size=model.sample_size, seed=request["seed"],
+                conditioning=[cond_item], sample_size=request["sample_size"], seed=request["seed"],
                 device="cpu", sampler_type=request.get("sampler") or sampler,
             )  # fmt: skip
         audio = audio[..., : request["keep"]].float().numpy()
@@ -78,14 +78,16 @@ def main(argv: list[str]) -> int:
     t0 = time.perf_counter()
     import torch
 
-    if len(argv) > 3 and argv[2] == "--threads":
-        torch.set_num_threads(int(argv[3]))
-        argv = argv[:2] + argv[4:]
+    if len(argv) > 3 and argv[1] == "--threads":  # MODEL_DIR --threads N --once|--serve
+        torch.set_num_threads(int(argv[2]))
+        argv = [argv[0], *argv[3:]]
     model = load(Path(argv[0]))
     print(json.dumps({"load_s": time.perf_counter() - t0}), flush=True)
     if argv[1] == "--once":
         print(json.dumps(render(model, json.loads(argv[2]))), flush=True)
         return 0
+    if argv[1] != "--serve":
+        raise SystemExit(f"reference_worker: expected --once or --serve, got {argv[1]!r}")
     for line in sys.stdin:
         if line.strip():
             print(json.dumps(render(model, json.loads(line))), flush=True)
