@@ -2,7 +2,9 @@
 
 A backend takes a :class:`RenderRequest` (length in seconds; loop logic lives in the daemon) and
 returns a :class:`RenderResult` holding float32 audio [B, C, N] at its native rate: the model's
-full window, for the caller to cut. Backends declare what they can do in :class:`Capabilities`.
+full window, for the caller to cut, or, when the request sets ``keep_frames``, at least that
+many leading samples of it (a backend may skip computing the rest). Backends declare what they
+can do in :class:`Capabilities`.
 Threads: ``render`` runs on the render worker only; ``on_step`` and ``should_cancel`` are called
 on that thread between sampler steps.
 """
@@ -47,6 +49,9 @@ class RenderRequest:
     batch_size: int = 1
     init_audio: InitAudio | None = None
     init_noise_level: float | None = None
+    # the caller keeps only the window's first ``keep_frames`` samples (loop + crossfade): a
+    # backend may then compute less and return fewer samples, but never fewer than these
+    keep_frames: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +85,9 @@ class Capabilities:
 
 @dataclass(frozen=True, slots=True)
 class RenderResult:
-    """Float32 audio [B, C, N] at ``sample_rate`` and every setting needed to reproduce it."""
+    """Float32 audio [B, C, N] at ``sample_rate`` and every setting needed to reproduce it.
+
+    N is the model's window, or with ``RenderRequest.keep_frames`` at least ``keep_frames``."""
 
     audio: npt.NDArray[np.float32]
     sample_rate: int

@@ -3,6 +3,7 @@
 Prints one line per repeat and a median summary: text encoding, one sampling step, the full
 sampling, VAE decoding, the total, and the real-time factor (seconds of audio rendered per
 second of wall time, for the model's full window). The first run warms up and is not counted.
+``--compare-reference`` times ours against stable-audio-tools instead (``bench_compare``).
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: model's)")
     p.add_argument("--variations", type=int, default=1, help="batch size")
     p.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    from latentloop_daemon.cli.bench_compare import add_arguments
+
+    add_arguments(p)
     p.set_defaults(handler=run)
 
 
@@ -41,9 +44,11 @@ def run(args: argparse.Namespace) -> int:
     from latentloop_daemon.cli.options import model_overrides
     from latentloop_daemon.config import load_config
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     config = load_config(args.config, {**model_overrides(args), "engine.warmup": False})
+    if args.compare_reference:
+        from latentloop_daemon.cli.bench_compare import run_compare
+
+        return run_compare(args, config)
     t0 = time.perf_counter()
     engine = load_configured(config)
     load_s = time.perf_counter() - t0

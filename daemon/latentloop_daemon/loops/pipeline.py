@@ -7,7 +7,8 @@ The one entry point for making loops, shared by the daemon's render worker and
 1. length: the request's bpm/bars/meter (or seconds), defaults from ``[render]``, as an exact
    frame count at the model's rate (``loops.length``);
 2. plan: padding past the loop end, the final prompt, and a check that it fits the model;
-3. engine request: the model-level ``RenderRequest`` (length conditioning = loop + padding);
+3. engine request: the model-level ``RenderRequest`` (length conditioning = loop + padding;
+   the engine is told the pipeline keeps only loop + crossfade of the window);
 4. render and finish: ``engine.render``, then per variation seam, loudness and tempo check
    (``finish_clip``); with ``max_rerolls``, re-render with new seeds while the tempo is off;
 5. cancel check: a cancel that came after the last sampler step stops here, before any file;
@@ -142,6 +143,7 @@ def engine_request(
         batch_size=request.variations,
         init_audio=request.init_audio,
         init_noise_level=request.init_noise_level,
+        keep_frames=plan.keep_frames or None,
     )
 
 

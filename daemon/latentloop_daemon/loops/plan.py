@@ -32,6 +32,7 @@ class LoopPlan:
     key: str | None
     seconds_total: float  # the model's length conditioning: loop + padding
     padding_frames: int
+    keep_frames: int = 0  # what the seam reads of the window: loop + crossfade (0 = all)
 
 
 def final_prompt(prompt: str, bpm: float | None, key: str | None, tempo_in_prompt: bool) -> str:
@@ -84,4 +85,5 @@ def plan_loop(
         key=key,
         seconds_total=total_frames / rate,
         padding_frames=padding_frames,
+        keep_frames=length.frames + crossfade_frames,
     )

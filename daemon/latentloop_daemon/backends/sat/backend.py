@@ -92,7 +92,13 @@ def pick_precision(name: str, device: torch.device) -> str:
 
 
 def apply_precision(model: StableAudioModel, precision: str) -> None:
-    """Cast DiT and VAE: ``reference`` = fp32 DiT, VAE fp16 iff the config's ``model_half``."""
+    """Cast DiT and VAE: ``reference`` = fp32 DiT, VAE fp16 iff the config's ``model_half``.
+
+    Every precision but ``reference`` also uses the fused Snake in the VAE (a few fp32 ulp from
+    the reference's op chain). The decoder's weight-normed weights are cached in every precision
+    (bit-identical)."""
+    model.pretransform.set_fast_snake(precision != "reference")
+    model.pretransform.cache_decoder_weights(True)
     if precision == "reference":
         model.float()
         if model.config.pretransform.model_half:
@@ -111,10 +117,41 @@ def load(
     """The registry's entry point (``backends.BACKENDS["sat"]``): ``SatEngine.load`` with the
     ``[sat]`` section's options."""
     o = options or SatOptions()
+    set_cpu_threads(o.threads)
     return SatEngine.load(
         model, device=device, precision=precision, offline=offline, token=token,
         trust_checkpoint=o.trust_checkpoint, t5_dir=Path(o.t5).expanduser() if o.t5 else None,
+        kept_decode=not o.full_decode, text_cache=o.text_cache,
     )  # fmt: skip
+
+
+def physical_cores() -> int:
+    """Physical CPU cores (Linux: distinct (package, core) pairs in /proc/cpuinfo), else the
+    logical count; SMT siblings share one core's vector units, so they add little to GEMMs."""
+    import os
+
+    logical = os.cpu_count() or 1
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return logical
+    cores, package = set(), ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "physical id":
+            package = value.strip()
+        elif key == "core id":
+            cores.add((package, value.strip()))
+    return min(len(cores), logical) if cores else logical
+
+
+def set_cpu_threads(threads: int) -> None:
+    """Set torch's CPU thread count (process-wide): ``threads``, or the physical cores if 0."""
+    n = threads or physical_cores()
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    logger.debug("torch CPU threads: %d%s", n, " (physical cores)" if not threads else "")
 
 
 class SatEngine:
@@ -122,11 +159,13 @@ class SatEngine:
 
     def __init__(
         self, model: StableAudioModel, model_id: str, revision: str | None,
-        device: torch.device, precision: str, builtin: bool = False,
+        device: torch.device, precision: str, builtin: bool = False, kept_decode: bool = True,
     ) -> None:  # fmt: skip
         self.model = model
         self.device = device
         self.precision = precision
+        # decode only the kept span (never in reference precision: it decodes the full window)
+        self.kept_decode = kept_decode and precision != "reference"
         self.defaults = defaults_for(model.config.objective)
         self._caps = _capabilities(model.config, model_id, revision, device, precision, builtin)
 
@@ -142,9 +181,14 @@ class SatEngine:
     def load(
         cls, source: str, *, device: str = "auto", precision: str = "auto",
         trust_checkpoint: bool = False, t5_dir: Path | None = None,
-        offline: bool | None = None, token: str | None = None,
+        offline: bool | None = None, token: str | None = None, kept_decode: bool = True,
+        text_cache: int = 16,
     ) -> SatEngine:  # fmt: skip
-        """Load a built-in model (``tiny``, ``tiny-rf``), a hub repo id or alias, or a folder."""
+        """Load a built-in model (``tiny``, ``tiny-rf``), a hub repo id or alias, or a folder.
+
+        ``kept_decode`` lets ``render`` decode only a request's ``keep_frames`` (not in
+        ``reference`` precision); ``text_cache`` is the number of prompts whose T5 embeddings
+        each text conditioner keeps."""
         dev = pick_device(device)
         prec = pick_precision(precision, dev)
         t0 = time.perf_counter()
@@ -184,16 +228,23 @@ class SatEngine:
         model.to(dev)
         for cond in model.conditioner.t5_conditioners():
             cond.attach_t5(t5, tokenizer)
-        logger.info("loaded %s on %s (%s) in %.1fs", model_id, dev, prec, time.perf_counter() - t0)
-        return cls(model, model_id, revision, dev, prec, builtin)
+            cond.cache_size = text_cache
+        logger.info(
+            "loaded %s on %s (%s, %d CPU threads) in %.1fs",
+            model_id, dev, prec, torch.get_num_threads(), time.perf_counter() - t0,
+        )  # fmt: skip
+        return cls(model, model_id, revision, dev, prec, builtin, kept_decode)
 
     def render(
         self, request: RenderRequest, on_step: StepFn | None = None,
         should_cancel: CancelFn | None = None,
     ) -> RenderResult:  # fmt: skip
-        """Render ``request``: float32 audio [B, C, window] at the model's rate."""
+        """Render ``request``: float32 audio [B, C, window] at the model's rate, or
+        [B, C, keep_frames] when the request sets ``keep_frames`` and the kept span is decoded
+        alone (equal to the full window's first samples up to fp32 rounding, docs/perf.md)."""
         cfg = self.config
         settings = self._settings(request)
+        keep = self._keep_samples(request)
         seed = request.seed if request.seed is not None else secrets.randbelow(2**32 - 1)
         if not 0 <= seed <= MAX_SEED:
             raise RenderError(f"seed must be 0..{MAX_SEED}, got {seed}")
@@ -214,7 +265,7 @@ class SatEngine:
             self.model, settings, cond, negative, seed, self.device,
             init_audio=init, init_noise_level=noise_level if noise_level is not None else 1.0,
             cast_noise=self.precision in ("reference", "fp32"),
-            callback=callback, on_stage=clock.stage,
+            callback=callback, on_stage=clock.stage, keep_samples=keep,
         )  # fmt: skip
         clock.stage("done")
         out = audio.float().cpu().numpy().astype(np.float32, copy=False)
@@ -226,12 +277,13 @@ class SatEngine:
             "seconds_total": request.seconds_total, "batch_size": request.batch_size,
             "negative_prompt": request.negative_prompt, "init_noise_level": noise_level,
             "device": str(self.device), "precision": self.precision,
-            "torch": torch.__version__,
+            "decoded_samples": int(out.shape[-1]), "torch": torch.__version__,
         }  # fmt: skip
         return RenderResult(out, cfg.sample_rate, seed, info, timings)
 
     def close(self) -> None:
         """Release the model and free device memory."""
+        self.model.pretransform.cache_decoder_weights(False)
         self.model.to("cpu")
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -267,6 +319,15 @@ class SatEngine:
             steps=steps, cfg_scale=float(cfg_scale), sampler=sampler,
             sigma_min=d.sigma_min, sigma_max=d.sigma_max,
         )  # fmt: skip
+
+    def _keep_samples(self, r: RenderRequest) -> int | None:
+        """The kept span to decode alone, or None for the full window."""
+        window = self.config.sample_size
+        if r.keep_frames is None:
+            return None
+        if not 1 <= r.keep_frames <= window:
+            raise RenderError(f"keep_frames must be 1..{window}, got {r.keep_frames}")
+        return r.keep_frames if self.kept_decode and r.keep_frames < window else None
 
     def _cond_item(self, prompt: str, r: RenderRequest) -> dict[str, Any]:
         item: dict[str, Any] = {}
@@ -306,11 +367,33 @@ def _build_random(name: str) -> tuple[StableAudioModel, Any, Any]:
         vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12,
         feed_forward_proj="relu", dropout_rate=0.0,
     )  # t5-base's encoder shape  # fmt: skip
+    from .tiny import randomize_
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = StableAudioModel(config)
         t5 = T5EncoderModel(t5_config)
+    randomize_(model, 0)  # every tensor set (the weight-norm v's are otherwise uninitialised)
     return model, t5, tokenizer
+
+
+def save_random_model(name: str, folder: Path) -> None:
+    """Write ``random:<name>`` as a checkpoint folder (``model_config.json`` with ``model_half``
+    off, ``model.safetensors``) that stable-audio-tools loads too (``bench --compare-reference``).
+    """
+    import json
+
+    from safetensors.torch import save_file
+
+    from .known_configs import known_config
+
+    config = known_config(name)
+    config["model"]["pretransform"]["model_half"] = False
+    model, _, _ = _build_random(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model_config.json").write_text(json.dumps(config, indent=1))
+    tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    save_file(tensors, str(folder / "model.safetensors"))
 
 
 def _split_t5_dir(path: Path) -> tuple[Path | None, Path | None]:

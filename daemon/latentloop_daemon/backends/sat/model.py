@@ -119,13 +119,15 @@ def generate(
     callback: ProgressFn | None = None,
     on_stage: Callable[[str], None] | None = None,
     return_latents: bool = False,
+    keep_samples: int | None = None,
 ) -> torch.Tensor:
     """Sample audio [B, A, sample_size] (float32) for B = len(conditioning) items.
 
     Follows ``generate_diffusion_cond``: seed, initial noise, conditioning, init-audio encoding
     (VAE sampling uses the RNG), sampling, decoding. ``init_audio`` is [A, sample_size] at the
     model's rate. ``cast_noise`` False keeps the sampler state in fp32 when the DiT runs in half
-    precision (the reference casts it to the DiT dtype).
+    precision (the reference casts it to the DiT dtype). ``keep_samples`` decodes only the
+    latents that determine the first ``keep_samples`` samples and returns [B, A, keep_samples].
     """
     cfg = model.config
     batch_size = len(conditioning)
@@ -173,7 +175,7 @@ def generate(
         # 5. Decode.
         stage("decoding")
         sampled = sampled.to(model.pretransform.dtype)
-        return model.pretransform.decode(sampled)
+        return model.pretransform.decode(sampled, keep_samples)
 
 
 def _sample_v(

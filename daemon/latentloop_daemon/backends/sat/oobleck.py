@@ -16,6 +16,43 @@ from torch import nn
 from .config import OobleckConfig, PretransformConfig
 
 
+class _WeightCache:
+    """The weight-normed weight ``g * v / ||v||``, computed once while v and g are unchanged.
+
+    ``torch._weight_norm`` is deterministic, so the cached weight is bit-identical to one
+    computed per call (engine-spec §9.1: pre-fusing is equivalent); recomputing it costs a pass
+    over all 78 M decoder weights per decode. Off (``enabled`` False) it recomputes per call.
+    It holds the v and g it was computed from: a cast or move (new storage) or an in-place
+    write (a new version counter) invalidates it, and a held storage's address cannot be reused.
+    """
+
+    __slots__ = ("enabled", "source", "version", "weight")
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self.source: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.version: tuple[int, int] | None = None
+        self.weight: torch.Tensor | None = None
+
+    def get(self, v: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return torch._weight_norm(v, g, 0)
+        version = (v._version, g._version)
+        if (
+            self.weight is None
+            or self.source is None
+            or self.version != version
+            or self.source[0].data_ptr() != v.data_ptr()
+            or self.source[1].data_ptr() != g.data_ptr()
+        ):
+            self.weight = torch._weight_norm(v, g, 0)
+            self.source, self.version = (v.detach(), g.detach()), version
+        return self.weight
+
+    def clear(self) -> None:
+        self.source = self.version = self.weight = None
+
+
 class WNConv1d(nn.Module):
     """Conv1d whose weight is ``g * v / ||v||`` (norm over all dims but 0)."""
 
@@ -28,9 +65,10 @@ class WNConv1d(nn.Module):
         self.weight_v = nn.Parameter(torch.empty(out_ch, in_ch, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
         self.stride, self.padding, self.dilation = stride, padding, dilation
+        self.weight_cache = _WeightCache()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = torch._weight_norm(self.weight_v, self.weight_g, 0)
+        weight = self.weight_cache.get(self.weight_v, self.weight_g)
         return F.conv1d(x, weight, self.bias, self.stride, self.padding, self.dilation)
 
 
@@ -45,23 +83,35 @@ class WNConvTranspose1d(nn.Module):
         self.weight_v = nn.Parameter(torch.empty(in_ch, out_ch, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_ch))
         self.stride, self.padding = stride, padding
+        self.weight_cache = _WeightCache()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = torch._weight_norm(self.weight_v, self.weight_g, 0)
+        weight = self.weight_cache.get(self.weight_v, self.weight_g)
         return F.conv_transpose1d(x, weight, self.bias, self.stride, self.padding)
 
 
 class SnakeBeta(nn.Module):
-    """``x + 1/(b + 1e-9) * sin(a x)^2`` with log-scale per-channel a, b over [B, C, T]."""
+    """``x + 1/(b + 1e-9) * sin(a x)^2`` with log-scale per-channel a, b over [B, C, T].
+
+    ``fast`` (off by default; never in ``reference`` precision) computes the same formula with
+    one temporary instead of four and ``addcmul`` for the last multiply-add: fewer passes over
+    memory at audio rate, equal to the reference op chain to a few fp32 ulp (the fused
+    multiply-add rounds once instead of twice).
+    """
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.alpha = nn.Parameter(torch.zeros(channels))
         self.beta = nn.Parameter(torch.zeros(channels))
+        self.fast = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         alpha = torch.exp(self.alpha.unsqueeze(0).unsqueeze(-1))
         beta = torch.exp(self.beta.unsqueeze(0).unsqueeze(-1))
+        if self.fast:
+            t = x * alpha  # the one temporary [B, C, T]
+            t.sin_().square_()
+            return torch.addcmul(x, t, 1.0 / (beta + 0.000000001))
         return x + (1.0 / (beta + 0.000000001)) * torch.pow(torch.sin(x * alpha), 2)
 
 
@@ -159,6 +209,30 @@ class OobleckDecoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
 
+    def latents_needed(self, keep_samples: int) -> int:
+        """How many leading latent frames determine the first ``keep_samples`` output samples.
+
+        Walks the layers from the output back to the latents, tracking the last input index
+        the last kept sample depends on: a conv (kernel k, dilation d, padding p) reaches
+        ``(k - 1) d - p`` samples to the right; a transposed conv (stride s, padding p) maps
+        output index o to inputs up to ``floor((o + p) / s)``. Decoding only these latents
+        gives the kept samples from exactly the same inputs as the full decode (the zero
+        padding at the cropped end lies outside every kept sample's receptive field).
+        """
+        last = keep_samples - 1  # index at the current layer's rate
+        for layer in reversed(_flat_layers(self)):
+            if isinstance(layer, WNConv1d):
+                k = layer.weight_v.shape[-1]
+                last += (k - 1) * layer.dilation - layer.padding
+            elif isinstance(layer, WNConvTranspose1d):
+                last = (last + layer.padding) // layer.stride
+        return last + 1
+
+
+def _flat_layers(module: nn.Module) -> list[nn.Module]:
+    """Leaf layers in execution order (a residual unit's skip path reaches no further)."""
+    return [m for m in module.modules() if isinstance(m, WNConv1d | WNConvTranspose1d)]
+
 
 class AudioAutoencoder(nn.Module):
     """Encoder + VAE bottleneck + decoder; ``iterate_batch`` runs the convs one item at a time."""
@@ -202,6 +276,20 @@ class AutoencoderPretransform(nn.Module):
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    def set_fast_snake(self, fast: bool) -> None:
+        """Use the fused Snake (``SnakeBeta.fast``) everywhere, or the reference op chain."""
+        for m in self.model.modules():
+            if isinstance(m, SnakeBeta):
+                m.fast = fast
+
+    def cache_decoder_weights(self, enabled: bool) -> None:
+        """Keep the decoder's weight-normed weights between decodes (bit-identical; costs the
+        decoder's weights once more in memory: 312 MB in fp32 for the Oobleck VAE)."""
+        for m in self.model.decoder.modules():
+            if isinstance(m, WNConv1d | WNConvTranspose1d):
+                m.weight_cache.enabled = enabled
+                m.weight_cache.clear()
+
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
         """Audio [B, A, N] float32 -> latents [B, latent, N/ratio] float32 (divided by scale)."""
         dtype = self.dtype
@@ -210,8 +298,20 @@ class AutoencoderPretransform(nn.Module):
             encoded = encoded.float()
         return encoded / self.scale
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Latents [B, latent, T] -> audio [B, A, T * ratio] float32 (multiplied by scale)."""
+    def decode(self, z: torch.Tensor, keep_samples: int | None = None) -> torch.Tensor:
+        """Latents [B, latent, T] -> audio [B, A, T * ratio] float32 (multiplied by scale).
+
+        With ``keep_samples``, only the latents that determine the first ``keep_samples``
+        samples are decoded (``OobleckDecoder.latents_needed``) and audio [B, A, keep_samples]
+        is returned: equal to the full decode's first samples up to the convolutions' fp32
+        rounding (kernels may block a shorter input differently).
+        """
+        if keep_samples is not None:
+            total = z.shape[-1] * self.downsampling_ratio
+            if not 0 < keep_samples <= total:
+                raise ValueError(f"keep_samples must be 1..{total}, got {keep_samples}")
+            needed = self.model.decoder.latents_needed(keep_samples)
+            return self.decode(z[..., :needed])[..., :keep_samples]
         z = z * self.scale
         dtype = self.dtype
         decoded = self.model.decode(z.to(dtype), self.iterate_batch)

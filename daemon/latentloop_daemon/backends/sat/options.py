@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ...errors import ConfigError
+
 
 @dataclass(frozen=True, slots=True)
 class SatOptions:
@@ -23,3 +25,21 @@ class SatOptions:
         default=False,
         metadata={"flag": "--trust-checkpoint", "help": "allow unsafe .ckpt unpickling"},
     )
+    # torch's CPU threads (process-wide); 0 = one per physical core (docs/perf.md)
+    threads: int = field(
+        default=0,
+        metadata={"flag": "--threads", "help": "CPU threads; 0 = physical cores"},
+    )
+    # decode the whole window even when the caller keeps less (reference precision always does)
+    full_decode: bool = field(
+        default=False,
+        metadata={"flag": "--full-decode", "help": "decode the whole window, not the kept span"},
+    )
+    # prompts whose T5 embeddings stay cached (per conditioner, least recently used out); 0 = off
+    text_cache: int = 16
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.threads <= 1024:
+            raise ConfigError(f"sat.threads must be 0..1024, got {self.threads}")
+        if not 0 <= self.text_cache <= 4096:
+            raise ConfigError(f"sat.text_cache must be 0..4096, got {self.text_cache}")
