@@ -128,10 +128,16 @@ def resolve_length(request: LoopRequest, rate: int, settings: RenderConfig) -> L
 
 
 def engine_request(
-    request: LoopRequest, *, prompt: str, seconds_total: float, seed: int | None
+    request: LoopRequest,
+    *,
+    prompt: str,
+    seconds_total: float,
+    seed: int | None,
+    keep_frames: int | None = None,
 ) -> RenderRequest:
-    """Step 3: the model-level request: ``prompt`` and ``seconds_total`` come from the plan (or,
-    for ``--raw``, from the user), the rest from ``request``."""
+    """Step 3: the model-level request: ``prompt``, ``seconds_total`` and ``keep_frames`` (what
+    the loop keeps of the window) come from the plan (or, for ``--raw``, from the user: the
+    whole window), the rest from ``request``."""
     return RenderRequest(
         prompt=prompt,
         seconds_total=seconds_total,
@@ -143,7 +149,7 @@ def engine_request(
         batch_size=request.variations,
         init_audio=request.init_audio,
         init_noise_level=request.init_noise_level,
-        keep_frames=plan.keep_frames or None,
+        keep_frames=keep_frames,
     )
 
 
@@ -180,7 +186,11 @@ def render_clips(
     for attempt in range(s.max_rerolls + 1):
         result = engine.render(
             engine_request(
-                request, prompt=plan.prompt, seconds_total=plan.seconds_total, seed=seed
+                request,
+                prompt=plan.prompt,
+                seconds_total=plan.seconds_total,
+                seed=seed,
+                keep_frames=plan.keep_frames or None,
             ),
             hooks.on_step,
             hooks.should_cancel,

@@ -8,6 +8,7 @@ Only the render worker thread may call ``render``.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import time
 from collections.abc import Callable
@@ -147,7 +148,11 @@ def physical_cores() -> int:
 
 
 def set_cpu_threads(threads: int) -> None:
-    """Set torch's CPU thread count (process-wide): ``threads``, or the physical cores if 0."""
+    """Set torch's CPU thread count (process-wide): ``threads``; if 0, the physical cores, unless
+    the user set ``OMP_NUM_THREADS`` (torch already follows it, and so do we)."""
+    if not threads and os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
+        logger.debug("torch CPU threads: %d (OMP_NUM_THREADS)", torch.get_num_threads())
+        return
     n = threads or physical_cores()
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
