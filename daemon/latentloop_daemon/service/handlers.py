@@ -18,7 +18,6 @@ from latentloop_bridge import protocol as p
 from latentloop_bridge.errors import FailCode
 from latentloop_daemon import __version__
 from latentloop_daemon.errors import OutputError, RenderError
-from latentloop_daemon.loops.pipeline import LoopRequest
 from latentloop_daemon.service.auth import Authorizer
 from latentloop_daemon.service.jobs import CANCELLED, QueueFull, RenderJob
 from latentloop_daemon.service.playback import PlayFailure
@@ -26,6 +25,7 @@ from latentloop_daemon.service.playback import fail_code as playback_fail_code
 from latentloop_daemon.service.replies import Replies
 
 if TYPE_CHECKING:
+    from latentloop_daemon.loops.pipeline import LoopRequest
     from latentloop_daemon.playback.player import Player
     from latentloop_daemon.service.lifecycle import Service
 
@@ -321,6 +321,9 @@ class RequestHandlers:
 
 def loop_request(cmd: p.RenderCommand) -> LoopRequest:
     """A render command as a loop request; omitted values take the ``[render]`` defaults later."""
+    # imported here: the loop pipeline pulls in scipy (~1 s), which need not delay the bind
+    from latentloop_daemon.loops.pipeline import LoopRequest
+
     return LoopRequest(
         prompt=cmd.prompt,
         negative=cmd.negative or None,

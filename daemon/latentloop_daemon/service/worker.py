@@ -26,12 +26,12 @@ from latentloop_daemon.errors import (
     RenderCancelled,
     RenderError,
 )
-from latentloop_daemon.loops.pipeline import LoopCallbacks, LoopsMade, make_loops
 from latentloop_daemon.service.jobs import CANCELLED, DONE, FAILED, JobQueue, RenderJob
 
 if TYPE_CHECKING:
     from latentloop_daemon.config import RenderConfig
     from latentloop_daemon.loops.clip import Clip
+    from latentloop_daemon.loops.pipeline import LoopsMade
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,9 @@ class RenderWorker(threading.Thread):
 
     def run(self) -> None:
         try:
+            # the loop pipeline (scipy) is imported here, after the port is bound, not at start
+            import latentloop_daemon.loops.pipeline  # noqa: F401
+
             self.engine = self.loader()
             if self.after_load is not None:
                 self.after_load()
@@ -137,6 +140,8 @@ class RenderWorker(threading.Thread):
             *job.sender,
             job.spec.prompt,
         )
+        from latentloop_daemon.loops.pipeline import LoopCallbacks, make_loops  # see run()
+
         t0 = time.perf_counter()
         hooks = LoopCallbacks(
             on_step=self._progress(job),
