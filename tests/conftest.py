@@ -41,9 +41,11 @@ class DaemonProcess:
     otherwise). The daemon runs with one torch thread unless
     ``OMP_NUM_THREADS`` is set: on a small (2-core) CI machine shared with the test process,
     two threads oversubscribe the CPU and make renders several times slower.
+    ``standin=True`` runs ``tests/standin_daemon.py``: the same daemon around a stand-in engine
+    that needs no torch (starts in about a second; ``model`` is then only a name).
     """
 
-    def __init__(self, out_dir, *extra_args, model="tiny", env=None, audio=False):
+    def __init__(self, out_dir, *extra_args, model="tiny", env=None, audio=False, standin=False):
         import re
         import subprocess
         import sys
@@ -51,7 +53,11 @@ class DaemonProcess:
         import time
 
         self.out_dir = out_dir
-        cmd = [sys.executable, "-m", "latentloop_daemon", "serve", "--model", model,
+        from pathlib import Path
+
+        program = [str(Path(__file__).with_name("standin_daemon.py"))] if standin else [
+            "-m", "latentloop_daemon"]  # fmt: skip
+        cmd = [sys.executable, *program, "serve", "--model", model,
                "--port", "0", "--out", str(out_dir), *([] if audio else ["--no-audio"]),
                *extra_args]  # fmt: skip
         full_env = {"OMP_NUM_THREADS": "1", **os.environ, **(env or {})}

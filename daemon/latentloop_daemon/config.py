@@ -1,8 +1,8 @@
 """Settings of ``latentloop serve`` and ``latentloop render``: frozen dataclass sections,
 loaded as defaults < TOML < environment < CLI flags.
 
-Sections: ``[osc]``, ``[engine]``, ``[render]``, ``[audio]``, and one per model backend
-(``[sat]``; the backend registry supplies its dataclass). Environment variables are
+Sections: ``[osc]``, ``[engine]``, ``[render]``, ``[audio]``, ``[limits]``, and one per model
+backend (``[sat]``; the backend registry supplies its dataclass). Environment variables are
 ``LATENTLOOP_<SECTION>_<KEY>`` (e.g. ``LATENTLOOP_OSC_PORT=7880``, ``LATENTLOOP_SAT_T5``).
 Unknown keys and bad values fail with a ConfigError naming the key; keys that moved (``[engine]
 t5`` -> ``[sat] t5``) still work, with a deprecation warning. Every key is documented in
@@ -22,7 +22,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from latentloop_bridge.spec import RANGES
+from latentloop_bridge.spec import MAX_DATAGRAM_BYTES, MAX_PROMPT_CHARS, RANGES
 from latentloop_daemon.backends import BACKENDS, DEFAULT_BACKEND, get_backend
 from latentloop_daemon.engine import PRECISIONS
 from latentloop_daemon.errors import ConfigError
@@ -146,6 +146,55 @@ class RenderConfig:
         _check_range("render.max_rerolls", self.max_rerolls, 0, 10)
 
 
+MIN_DATAGRAM_CAP = 512
+"""The smallest `limits.max_datagram`: a render with a short prompt and its options fits."""
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """What one request may ask for: protocol v1's ranges (docs/protocol.md §10), or tighter.
+
+    A value looser than the protocol's is a ConfigError naming the key. Enforced at the door
+    (``service.limits``), each with its own ``/fail``: sizes and ranges ``invalid``, the rate
+    ``busy``. Queue depth and subscribers are ``render.queue_size`` and ``osc.max_subscribers``.
+    """
+
+    max_datagram: int = MAX_DATAGRAM_BYTES  # bytes; larger datagrams: /fail -1 ? invalid
+    max_prompt_chars: int = MAX_PROMPT_CHARS  # prompt and negative, each
+    max_seconds: float = RANGES["seconds"].high  # a clip's length, or a loop's (bars at its bpm)
+    max_bars: float = RANGES["bars"].high
+    max_steps: int = int(RANGES["steps"].high)
+    max_variations: int = int(RANGES["variations"].high)
+    min_cfg: float = RANGES["cfg"].low
+    max_cfg: float = RANGES["cfg"].high
+    renders_per_minute: int = 0  # per source address (host; ports are ephemeral); 0: no limit
+
+    def __post_init__(self) -> None:
+        _check_tighter(
+            "limits.max_datagram", self.max_datagram, MIN_DATAGRAM_CAP, MAX_DATAGRAM_BYTES
+        )
+        _check_tighter("limits.max_prompt_chars", self.max_prompt_chars, 1, MAX_PROMPT_CHARS)
+        for key, name in (("max_seconds", "seconds"), ("max_bars", "bars")):
+            r, value = RANGES[name], getattr(self, key)
+            if not r.contains(value):
+                raise ConfigError(
+                    f"limits.{key} must be {r.describe()} (protocol v1's range; [limits] may "
+                    f"only tighten it), got {value!r}"
+                )
+        for key, name in (("max_steps", "steps"), ("max_variations", "variations")):
+            r = RANGES[name]
+            _check_tighter(f"limits.{key}", getattr(self, key), r.low, r.high)
+        cfg = RANGES["cfg"]
+        _check_tighter("limits.min_cfg", self.min_cfg, cfg.low, cfg.high)
+        _check_tighter("limits.max_cfg", self.max_cfg, cfg.low, cfg.high)
+        if self.min_cfg > self.max_cfg:
+            raise ConfigError(
+                f"limits.min_cfg ({self.min_cfg:g}) must not be above limits.max_cfg "
+                f"({self.max_cfg:g})"
+            )
+        _check_range("limits.renders_per_minute", self.renders_per_minute, 0, 100_000)
+
+
 AUDIO_QUANTIZE = ("now", "beat", "bar", "2bar", "4bar")  # playback.transport.QUANTIZE
 AUDIO_CONFORM = ("stretch", "as_is", "refuse")  # playback.conform.CONFORM_MODES
 
@@ -215,7 +264,21 @@ class DaemonConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     backends: Mapping[str, Any] = field(default_factory=_default_backend_options)
+
+    def __post_init__(self) -> None:
+        # the defaults a request falls back on must pass the daemon's own limits
+        if self.render.seconds > self.limits.max_seconds:
+            raise ConfigError(
+                f"render.seconds ({self.render.seconds:g}) is over limits.max_seconds "
+                f"({self.limits.max_seconds:g})"
+            )
+        if self.render.bars > self.limits.max_bars:
+            raise ConfigError(
+                f"render.bars ({self.render.bars:g}) is over limits.max_bars "
+                f"({self.limits.max_bars:g})"
+            )
 
     def backend_options(self, name: str | None = None) -> Any:
         """The options section of backend ``name`` (default: the one ``[engine]`` chooses)."""
@@ -227,6 +290,7 @@ CORE_SECTIONS: dict[str, type] = {
     "engine": EngineConfig,
     "render": RenderConfig,
     "audio": AudioConfig,
+    "limits": LimitsConfig,
 }
 SECTIONS: dict[str, type] = {**CORE_SECTIONS, **{n: b.options for n, b in BACKENDS.items()}}
 
@@ -393,6 +457,14 @@ def _is_loopback_host(host: str) -> bool:
 def _check_port(key: str, port: int, allow_zero: bool = False) -> None:
     if not (0 if allow_zero else 1) <= port <= 65535:
         raise ConfigError(f"{key} must be 1..65535, got {port}")
+
+
+def _check_tighter(key: str, value: float, lo: float, hi: float) -> None:
+    if not lo <= value <= hi:
+        raise ConfigError(
+            f"{key} must be {lo:g}..{hi:g} (protocol v1's range; [limits] may only tighten it), "
+            f"got {value!r}"
+        )
 
 
 def _check_range(key: str, value: float, lo: float, hi: float) -> None:

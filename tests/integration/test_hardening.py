@@ -9,7 +9,8 @@
   no WAV without its sidecar and no half-written WAV; at the end every id that got `/queued`
   is accounted for exactly once (on the socket or through `status <id>`).
 
-Each test prints its counts. Renders use the built-in `tiny` model, 1 s, 2 steps.
+Each test prints its counts. Renders use the built-in `tiny` model (1 s, 2 steps), or in most
+of the crash test's cycles a stand-in engine (`tests/standin_daemon.py`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ HOST = "127.0.0.1"
 TOKEN = "studio-token-1234"
 RENDER_T = 90.0  # one short render on a loaded 2-core machine, model load included
 KILLS = 20
-KILLS_AFTER_READY = 4  # of which this many wait for the model, so they land in renders
+TINY_CYCLES = 2  # of which this many run the real tiny model and are killed in its render
 
 
 def free_port() -> int:
@@ -171,6 +172,20 @@ def test_allowlist_token_and_folder_lock(daemon_factory, tmp_path) -> None:
     peer.sock.close(), foreign.sock.close()
 
 
+def test_a_model_that_cannot_load_exits_3_with_one_clear_message(daemon_factory, tmp_path) -> None:
+    """A folder with a config but no weights (a missing path: test_daemon_e2e's bad-config test)."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model_config.json").write_text("{not json")
+    daemon = daemon_factory("--no-warmup", model=str(folder))
+    assert daemon.wait_exit(120) == 3, daemon.log
+    errors = [line for line in daemon.lines if line.startswith(("ERROR", "CRITICAL"))]
+    assert len(errors) == 1, daemon.log
+    assert f"cannot load model '{folder}': " in errors[0], errors
+    assert "Traceback" not in daemon.log
+    print(f"exit 3; {errors[0]}")
+
+
 # --- faults: a real full disk and a read-only mount -------------------------------------------
 
 
@@ -289,44 +304,63 @@ def settle(peer: Peer, rid: int, variations: int) -> str:
 
 
 def test_sigkill_at_random_moments_loses_no_accepted_request(daemon_factory, tmp_path) -> None:
+    """20 SIGKILLs with one client socket: most cycles run the real daemon around a stand-in
+    engine (tests/standin_daemon.py: no torch, so a start costs ~1-3 s, not 7-16 s) and die
+    at a random moment: during start-up (journal recovery, folder cleanup), while the "model"
+    loads, or while renders of a few steps run and write their files. `TINY_CYCLES` of them
+    run the real `tiny` model and are killed during one of its renders."""
     out, port = tmp_path / "out", free_port()
     rng = random.Random(10)
     args = ("--port", str(port), "--no-warmup", "--queue-size", "64")
-    env = {"LATENTLOOP_RENDER_WHILE_LOADING": "queue"}
+    env = {"LATENTLOOP_RENDER_WHILE_LOADING": "queue", "LATENTLOOP_RENDER_PADDING_S": "0.5",
+           "LATENTLOOP_TEST_STEP_S": "0.04"}  # fmt: skip
     peer = Peer(port)
     queued: dict[int, int] = {}  # id -> variations
     next_id = iter(range(1, 10_000))
-    kills_in_render = 0
-    ready_cycles = set(rng.sample(range(KILLS), KILLS_AFTER_READY))
+    moments: Counter[str] = Counter()
+    tiny_cycles = set(rng.sample(range(1, KILLS), TINY_CYCLES))
+    started = time.monotonic()
     for cycle in range(KILLS):
-        daemon = daemon_factory(*args, out_dir=out, env=env)
-        daemon.wait_log("listening on")
+        tiny = cycle in tiny_cycles
+        daemon = daemon_factory(*args, out_dir=out, env=env, standin=not tiny)
+        if not tiny and rng.random() < 0.25:  # during start-up: recovery, cleanup, bind
+            time.sleep(rng.uniform(0.0, 1.5))
+            moments["start-up"] += 1
+            daemon.kill()
+            assert_no_wav_without_sidecar_and_no_partial_wav(out)
+            continue
+        daemon.wait_log("listening on", RENDER_T)
         for _ in range(1 + (cycle % 3 == 0)):
             rid, variations = next(next_id), rng.choice([1, 1, 2])
             peer.send("/latentloop/render", rid, "prompt", f"crash {rid}", "seconds", 1,
-                      "steps", rng.choice([2, 3]), "variations", variations)  # fmt: skip
+                      "steps", rng.choice([1, 2, 4, 8]), "variations", variations)  # fmt: skip
             got = peer.wait(lambda r, rid=rid: r[1][:1] == [rid] and r[0] in (
                 "/latentloop/queued", "/latentloop/fail"), 10)  # fmt: skip
             if got is not None and got[0] == "/latentloop/queued":
                 queued[rid] = variations
         if cycle % 5 == 4 and queued:  # a journaled cancel now and then
             peer.send("/latentloop/cancel", rng.choice(sorted(queued)))
-        if cycle in ready_cycles:
-            daemon.wait_ready(RENDER_T)
+        if tiny:
             daemon.wait_log("started:", RENDER_T)
-            kills_in_render += 1
-        time.sleep(rng.uniform(0.0, 2.0))
+            time.sleep(rng.uniform(0.0, 1.0))
+            moments["tiny render"] += 1
+        else:
+            time.sleep(rng.uniform(0.0, 1.2))
+            moments["renders" if any("started:" in line for line in daemon.lines) else "load"] += 1
         daemon.kill()
         while peer.pump(0.01):
             pass
         assert_no_wav_without_sidecar_and_no_partial_wav(out)
+    kills_s = time.monotonic() - started
     # the last start settles everything: reruns finish, the rest is reported
-    daemon = daemon_factory(*args, out_dir=out, env=env)
+    daemon = daemon_factory(*args, out_dir=out, env=env, standin=True)
     daemon.wait_ready(RENDER_T)
     outcomes = Counter(settle(peer, rid, variations) for rid, variations in queued.items())
     files = assert_no_wav_without_sidecar_and_no_partial_wav(out)
-    print(f"kills: {KILLS} ({kills_in_render} during renders); accepted: {len(queued)}; "
-          f"outcomes: {dict(outcomes)}; files: {files}")  # fmt: skip
+    print(f"kills: {KILLS}, killed during: {dict(moments)}; accepted: {len(queued)}; "
+          f"outcomes: {dict(outcomes)}; files: {files}; "
+          f"{kills_s:.0f} s for the kills, {time.monotonic() - started:.0f} s in all")  # fmt: skip
     assert sum(outcomes.values()) == len(queued)
     assert outcomes["done"] + outcomes["status done"] > 0
+    assert moments["tiny render"] == TINY_CYCLES
     peer.sock.close()

@@ -18,15 +18,26 @@ if TYPE_CHECKING:
 def render_meta(
     result: RenderResult, index: int, prompt: str, negative: str | None
 ) -> dict[str, Any]:
-    """Fields common to every file: what was asked, seed, batch, settings, timings."""
+    """Fields common to every file: what was asked, seed, batch, settings, timings.
+
+    A batch split after running out of memory (``service.worker.SplitOnOutOfMemory``) rendered
+    each variation alone with its own seed: the sidecar gives that seed and batch size 1.
+    """
+    seeds = result.settings.get("variation_seeds")
+    split = bool(result.settings.get("split_after_out_of_memory")) and seeds is not None
     return {
         "software": f"latentloop {__version__}",
         "prompt": prompt,
         "negative_prompt": negative,
-        "seed": result.seed,
-        "batch_size": result.batch_size,
+        "seed": seeds[index] if split and seeds is not None else result.seed,
+        "batch_size": 1 if split else result.batch_size,
         "variation_index": index,
-        "reproduce": "same model, final prompt, seed, batch_size and settings give this variation",
+        "reproduce": (
+            "rendered alone after the batch ran out of memory: same model, final prompt, this "
+            "seed, batch_size 1 and settings give this variation"
+            if split
+            else "same model, final prompt, seed, batch_size and settings give this variation"
+        ),
         "settings": result.settings,
         "timings_s": result.timings_s,
     }

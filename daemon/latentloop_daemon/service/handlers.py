@@ -18,14 +18,15 @@ from latentloop_bridge import protocol as p
 from latentloop_bridge.errors import FailCode
 from latentloop_daemon import __version__
 from latentloop_daemon.errors import OutputError, RenderError
-from latentloop_daemon.loops.pipeline import LoopRequest
 from latentloop_daemon.service.auth import Authorizer
 from latentloop_daemon.service.jobs import CANCELLED, QueueFull, RenderJob
+from latentloop_daemon.service.limits import RenderRate, render_over_limits
 from latentloop_daemon.service.playback import PlayFailure
 from latentloop_daemon.service.playback import fail_code as playback_fail_code
 from latentloop_daemon.service.replies import Replies
 
 if TYPE_CHECKING:
+    from latentloop_daemon.loops.pipeline import LoopRequest
     from latentloop_daemon.playback.player import Player
     from latentloop_daemon.service.lifecycle import Service
 
@@ -57,6 +58,7 @@ class RequestHandlers:
         }
         osc = service.config.osc
         self.auth = Authorizer(osc.token, osc.auth_ttl_s)
+        self.rate = RenderRate(service.config.limits.renders_per_minute)
         # ids for positional renders: six digits, so Pd's number boxes and [print] show them
         # exactly; above what clients count up to; cycling, so the supply never runs out
         self._assigned_ids = itertools.cycle(range(100_000, 1_000_000))
@@ -108,6 +110,16 @@ class RequestHandlers:
                 request_id,
                 FailCode.LOADING,
                 "the model is still loading; retry when status says ready",
+            )
+            return
+        over = render_over_limits(cmd, svc.config.limits, svc.config.render)
+        if over is not None:
+            self._fail_render(sender, request_id, FailCode.INVALID, over)
+            return
+        if not self.rate.admit(sender[0]):
+            logger.warning("render from %s:%d over the rate limit", *sender)
+            self._fail_render(
+                sender, request_id, FailCode.BUSY, self.rate.refused_message(sender[0])
             )
             return
         try:
@@ -321,6 +333,9 @@ class RequestHandlers:
 
 def loop_request(cmd: p.RenderCommand) -> LoopRequest:
     """A render command as a loop request; omitted values take the ``[render]`` defaults later."""
+    # imported here: the loop pipeline pulls in scipy (~1 s), which need not delay the bind
+    from latentloop_daemon.loops.pipeline import LoopRequest
+
     return LoopRequest(
         prompt=cmd.prompt,
         negative=cmd.negative or None,

@@ -101,6 +101,7 @@ class Service:
             cfg.osc.port,
             self.handlers,
             fixed_targets=targets,
+            max_datagram=cfg.limits.max_datagram,
             max_subscribers=cfg.osc.max_subscribers,
             allow=cfg.osc.allow,
         )

@@ -8,16 +8,28 @@ stops the worker: it is reported and the next job runs.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import secrets
+import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
+
 from latentloop_bridge.errors import FailCode
-from latentloop_daemon.engine import Engine, RenderRequest
+from latentloop_daemon.engine import (
+    CancelFn,
+    Capabilities,
+    Engine,
+    RenderRequest,
+    RenderResult,
+    StepFn,
+)
 from latentloop_daemon.errors import (
     BadOutputError,
     LatentloopError,
@@ -26,12 +38,12 @@ from latentloop_daemon.errors import (
     RenderCancelled,
     RenderError,
 )
-from latentloop_daemon.loops.pipeline import LoopCallbacks, LoopsMade, make_loops
 from latentloop_daemon.service.jobs import CANCELLED, DONE, FAILED, JobQueue, RenderJob
 
 if TYPE_CHECKING:
     from latentloop_daemon.config import RenderConfig
     from latentloop_daemon.loops.clip import Clip
+    from latentloop_daemon.loops.pipeline import LoopsMade
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +83,75 @@ def is_out_of_memory(error: BaseException) -> bool:
     return type(error).__name__ == "OutOfMemoryError" or "out of memory" in str(error)[:200]
 
 
+OOM_SPLIT = "split_after_out_of_memory"
+"""``RenderResult.settings`` key (and sidecar field) of a batch rendered one variation at a time."""
+
+
+class SplitOnOutOfMemory:
+    """The engine, except that a batch of several variations that runs out of memory is rendered
+    once more one variation at a time; a single variation that runs out fails as before.
+
+    Reproducible: variation ``i`` of the split batch is rendered alone (batch 1) with seed
+    ``S + i`` (``S``: the request's seed, or the one drawn for it here), and its sidecar says so
+    (``seed``, ``batch_size`` 1, ``split_after_out_of_memory``): ``seed S+i variations 1``
+    renders it again. The job's seed in ``/done`` and the file names stays ``S``.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.split = False
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.engine.capabilities
+
+    def render(
+        self,
+        request: RenderRequest,
+        on_step: StepFn | None = None,
+        should_cancel: CancelFn | None = None,
+    ) -> RenderResult:
+        try:
+            return self.engine.render(request, on_step, should_cancel)
+        except Exception as e:
+            if request.batch_size < 2 or fail_code(e) is not FailCode.OUT_OF_MEMORY:
+                raise
+            logger.warning(
+                "out of memory rendering %d variations; once more, one at a time: %s",
+                request.batch_size,
+                e,
+            )
+        _free_device_memory()
+        seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
+        parts = [
+            self.engine.render(
+                dataclasses.replace(request, batch_size=1, seed=(seed + i) % 2**32),
+                on_step,
+                should_cancel,
+            )
+            for i in range(request.batch_size)
+        ]
+        self.split = True
+        settings = {
+            **parts[0].settings,
+            OOM_SPLIT: True,
+            "variation_seeds": [p.seed for p in parts],
+        }
+        timings = {k: sum(p.timings_s.get(k, 0.0) for p in parts) for k in parts[0].timings_s}
+        audio = np.concatenate([p.audio for p in parts])
+        return RenderResult(audio, parts[0].sample_rate, seed, settings, timings)
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def _free_device_memory() -> None:
+    """Return the failed batch's cached blocks to the device before the retry (CUDA only)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 class RenderWorker(threading.Thread):
     """Loads the engine with ``loader`` then serves ``queue`` until ``stop()``."""
 
@@ -101,6 +182,9 @@ class RenderWorker(threading.Thread):
 
     def run(self) -> None:
         try:
+            # the loop pipeline (scipy) is imported here, after the port is bound, not at start
+            import latentloop_daemon.loops.pipeline  # noqa: F401
+
             self.engine = self.loader()
             if self.after_load is not None:
                 self.after_load()
@@ -137,6 +221,8 @@ class RenderWorker(threading.Thread):
             *job.sender,
             job.spec.prompt,
         )
+        from latentloop_daemon.loops.pipeline import LoopCallbacks, make_loops  # see run()
+
         t0 = time.perf_counter()
         hooks = LoopCallbacks(
             on_step=self._progress(job),
@@ -145,7 +231,12 @@ class RenderWorker(threading.Thread):
         )
         try:
             made = make_loops(
-                engine, job.spec, self.settings, self.out_dir, lambda _: _job_meta(job), hooks
+                SplitOnOutOfMemory(engine),
+                job.spec,
+                self.settings,
+                self.out_dir,
+                lambda _: _job_meta(job),
+                hooks,
             )
         except Exception as e:
             code = fail_code(e)

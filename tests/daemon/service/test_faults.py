@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 from fake_engines import ClickEngine
 
 from latentloop_bridge.client import Client, RenderFailed
@@ -93,3 +95,54 @@ def test_the_sidecar_is_published_before_the_wav_and_removed_if_the_wav_fails(
             c.render_and_wait("second", seconds=1, timeout=10)
     assert seen == [True, True]  # the sidecar existed when each WAV was written
     assert len(files(tmp_path)) == 2  # the failed one's sidecar is gone too
+
+
+class BatchOomEngine(ClickEngine):
+    """Click tracks; a batch of more than one variation raises torch's out-of-memory error."""
+
+    def __init__(self) -> None:
+        super().__init__([120.0] * 100)
+        self.batches: list[tuple[int, int | None]] = []
+
+    def render(self, request, on_step=None, should_cancel=None):
+        import torch
+
+        self.batches.append((request.batch_size, request.seed))
+        if request.batch_size > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
+        return super().render(request, on_step, should_cancel)
+
+
+def test_out_of_memory_with_several_variations_is_retried_one_at_a_time(tmp_path) -> None:
+    import json
+
+    engine = BatchOomEngine()
+    overrides = {"osc.port": 0, "render.out_dir": str(tmp_path), "engine.warmup": False}
+    svc = Service(load_config(overrides=overrides, environ={}), loader=lambda: engine)
+    thread = threading.Thread(target=svc.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while svc.state != "ready":
+        assert time.monotonic() < deadline, "service did not become ready"
+        time.sleep(0.01)
+    try:
+        with Client("127.0.0.1", svc.server.bound_address[1], timeout=5) as c:
+            done = c.render_and_wait("split drums", seconds=1, variations=3, seed=40, timeout=10)
+            assert [d.variation for d in done] == [0, 1, 2]
+            assert engine.batches == [(3, 40), (1, 40), (1, 41), (1, 42)]  # retried once, split
+            sidecars = [json.loads(Path(d.path).with_suffix(".json").read_text()) for d in done]
+            assert [(s["seed"], s["batch_size"]) for s in sidecars] == [(40, 1), (41, 1), (42, 1)]
+            assert all(s["settings"]["split_after_out_of_memory"] for s in sidecars)
+            # the sidecar's seed, batch 1, renders the same variation again
+            engine.batches.clear()
+            (again,) = c.render_and_wait("split drums", seconds=1, seed=41, timeout=10)
+            assert engine.batches == [(1, 41)]
+            assert np.array_equal(sf.read(again.path)[0], sf.read(done[1].path)[0])
+            # a single variation that runs out of memory is not retried
+            engine.batches.clear()
+            (one,) = c.render_and_wait("fine", seconds=1, timeout=10)
+            assert engine.batches == [(1, None)]
+        print("3 variations: out of memory at batch 3, then 3 x batch 1 (seeds 40-42); done")
+    finally:
+        svc.should_exit.set()
+        thread.join(10)
