@@ -219,6 +219,7 @@ class AudioConfig:
     bar_messages: bool = False  # send /latentloop/bar bundles to subscribers
     bar_lead_ms: float = 150.0  # how far ahead of the audible downbeat /bar is sent
     link: bool = False  # join an Ableton Link session at start (needs latentloop[link])
+    input_roots: tuple[str, ...] = ()  # folders besides out_dir that `play <path>` may read
 
     def __post_init__(self) -> None:
         _check_range("audio.slots", self.slots, 1, 64)

@@ -95,6 +95,36 @@ def test_play_a_job_by_id_and_change_tempo(daemon):
             transport, _ = status_fields(client)
 
 
+def test_play_paths_are_confined_to_the_output_folder(daemon, tmp_path):
+    """`play <path>`: a file in the output folder plays; `../` and a symlink inside the folder
+    that points outside are refused (`invalid`), a missing file is `not_found`."""
+    outside = tmp_path / "secret.wav"
+    sf.write(outside, np.zeros((4410, 2), np.float32), RATE)
+    link = daemon.out_dir / "escape.wav"
+    link.symlink_to(outside)
+    try:
+        with Client(port=daemon.port, timeout=60) as client:
+            (done,) = client.render_and_wait("kit", request_id=30, bpm=120, bars=1, seed=2,
+                                              steps=2, timeout=180)  # fmt: skip
+            client.send("/latentloop/play", [31, os.path.basename(done.path), 3, "now"])
+            _, args = client.wait_for(31, (PLAY_REPLY,), 30)
+            assert args[1] == 3
+            cases = {32: ("../" * 8) + str(outside).lstrip("/"), 33: str(outside),
+                     34: "escape.wav"}  # fmt: skip
+            for rid, path in cases.items():
+                client.send("/latentloop/play", [rid, path, 4])
+                _, args = client.wait_for(rid, ("/latentloop/fail",), 30)
+                assert args[1:3] == ["play", "invalid"], (path, args)
+                assert "outside the output folder" in args[3]
+            client.send("/latentloop/play", [35, "nope.wav", 4])
+            _, args = client.wait_for(35, ("/latentloop/fail",), 30)
+            assert args[1:3] == ["play", "not_found"]
+            client.send("/latentloop/stop", [36, -1, "now"])
+            client.wait_for(36, ("/latentloop/stop.reply",), 30)
+    finally:
+        link.unlink()
+
+
 @pytest.mark.xfail(
     reason="open: on a loaded 2-core machine jackd reports 'client PortAudio was not finished' "
     "while the tiny model renders (callback p99 0.55 ms, max 5 ms, period 23 ms): the GIL wait "

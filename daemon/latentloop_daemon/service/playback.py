@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING
 
 from latentloop_bridge import protocol as p
 from latentloop_bridge.errors import FailCode
-from latentloop_daemon.errors import AudioDeviceError, PlaybackError
+from latentloop_daemon.errors import AudioDeviceError, PathRefused, PlaybackError
 from latentloop_daemon.exit_codes import ExitCode
+from latentloop_daemon.files.paths import resolve_client_path
 from latentloop_daemon.playback.source import Loop, LoopReadError, read_loop
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ class Playback:
         self.replies = replies
         self.player: Player | None = None
         self.out_dir = Path(config.render.out_dir).expanduser()
+        self.input_roots = [Path(r).expanduser() for r in config.audio.input_roots]
         self._loops: OrderedDict[str, Loop] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -124,13 +126,14 @@ class Playback:
         return self._cached(job.paths[variation], job.request_id)
 
     def loop_for_path(self, text: str) -> Loop:
-        root = self.out_dir.resolve()
-        path = Path(text).expanduser()
-        path = (path if path.is_absolute() else root / path).resolve()
-        if not path.is_relative_to(root):
-            raise PlayFailure(FailCode.INVALID, f"{text!r} is not under the output folder {root}")
-        if not path.is_file():
-            raise PlayFailure(FailCode.NOT_FOUND, f"no file {path}")
+        """The loop at a client-named path: inside the output folder or ``[audio]
+        input_roots`` once symlinks are resolved (``files.paths``), else ``invalid``."""
+        roots = [self.out_dir, *self.input_roots]
+        try:
+            path = resolve_client_path(text, roots)
+        except PathRefused as e:
+            missing = str(e).startswith("no such file")
+            raise PlayFailure(FailCode.NOT_FOUND if missing else FailCode.INVALID, str(e)) from e
         return self._cached(str(path), -1)
 
     def _cached(self, path: str, job_id: int) -> Loop:
