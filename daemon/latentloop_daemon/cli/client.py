@@ -35,6 +35,13 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--negative", default=None, help="negative prompt")
     s.add_argument("--variations", type=int, default=None)
     s.add_argument("--replace", action="store_true", help="drop my queued jobs in favour of this")
+    s.add_argument(
+        "--play",
+        type=int,
+        default=None,
+        metavar="SLOT",
+        help="play the loop in this slot on the next bar (docs/playback.md)",
+    )
     _add_target(s, DEFAULT_TIMEOUT_S)
     s.set_defaults(handler=run_send)
 
@@ -136,6 +143,7 @@ def run_send(args: argparse.Namespace) -> int:
         "negative": args.negative,
         "variations": args.variations,
         "replace": True if args.replace else None,
+        "play": args.play,
     }
     with _client(args) as client, progress_bar() as on_step:
         try:
