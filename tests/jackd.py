@@ -33,8 +33,8 @@ class JackServer:
         self.log_path = tmp_path / "jackd.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [jackd, "-n", self.name, "--no-realtime", "-d", "dummy", "-r", str(rate),
-             "-p", str(period),],
+            [jackd, "-n", self.name, "--realtime" if realtime else "--no-realtime", "-d", "dummy",
+             "-r", str(rate), "-p", str(period)],
             env={**os.environ, **self.env}, stdout=self._log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         self._wait_ready()

@@ -112,6 +112,11 @@ class Player:
         if self.config.link:
             self.submit(lambda: self._set_link(True)).result(10)
 
+    def find_device(self) -> devices.Device:
+        """Look up ``[audio] device`` without opening it (the same errors as ``start``)."""
+        self.device = devices.choose(self.config.device)
+        return self.device
+
     def close(self) -> None:
         """Stop the control thread, then the stream (before any JACK server goes away)."""
         if self._thread is not None:

@@ -30,7 +30,7 @@ from latentloop_daemon.files.lock import FolderLock
 from latentloop_daemon.service.handlers import RequestHandlers
 from latentloop_daemon.service.jobs import JobQueue
 from latentloop_daemon.service.journal import Journal
-from latentloop_daemon.service.playback import Playback, limit_torch_threads
+from latentloop_daemon.service.playback import Playback
 from latentloop_daemon.service.recovery import clean_output_folder, recover_jobs
 from latentloop_daemon.service.replies import JobReplies, Replies
 from latentloop_daemon.service.worker import RenderWorker
@@ -135,7 +135,7 @@ class Service:
             cfg.render,
             warmup=cfg.engine.warmup,
             on_made=self.playback.job_done,
-            after_load=limit_torch_threads if self.playback.player is not None else None,
+            after_load=self.playback.after_load,
         )
         self.worker.start()
         return ExitCode.OK

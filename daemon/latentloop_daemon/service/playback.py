@@ -79,9 +79,17 @@ class Playback:
         self.input_roots = [Path(r).expanduser() for r in config.audio.input_roots]
         self._loops: OrderedDict[str, Loop] = OrderedDict()
         self._lock = threading.Lock()
+        self._pending: Player | None = None  # found at start-up, opened once the model loaded
+        self._model_loaded = False
 
     def start(self) -> int:
-        """Open the output (or go file-only); ExitCode.USAGE when the named device is unknown."""
+        """Open the output (or go file-only); ExitCode.USAGE when the named device is unknown.
+
+        Before the model has loaded (daemon start-up) only the device is looked up: the
+        stream opens in ``after_load``. Importing and building the model holds the interpreter
+        lock for long stretches (module imports, weight set-up), which starved the callback:
+        7-9 underruns during every start-up, none once loaded (docs/perf.md).
+        """
         from latentloop_daemon.playback.devices import NoOutputDevice, UnknownDevice
         from latentloop_daemon.playback.player import Player
 
@@ -90,7 +98,10 @@ class Playback:
             return ExitCode.OK
         player = Player(self.config.audio, self)
         try:
-            player.start()
+            if self._model_loaded:
+                player.start()
+            else:
+                player.find_device()
         except UnknownDevice as e:
             logger.error("%s", e)
             return ExitCode.USAGE
@@ -98,17 +109,39 @@ class Playback:
             logger.warning("playback off: %s; file-only mode (renders are not affected)", e)
             player.close()
             return ExitCode.OK
-        self.player = player
+        if self._model_loaded:
+            self.player = player
+        else:
+            self._pending = player
         return ExitCode.OK
+
+    def after_load(self) -> None:
+        """(Render worker, once the model is loaded) open the stream found by ``start``, and
+        leave one core to the audio thread."""
+        self._model_loaded = True
+        player, self._pending = self._pending, None
+        if player is None:
+            return
+        limit_torch_threads()
+        try:
+            player.start()
+        except (AudioDeviceError, PlaybackError, OSError) as e:
+            logger.warning("playback off: %s; file-only mode (renders are not affected)", e)
+            player.close()
+            return
+        self.player = player
 
     def close(self) -> None:
         if self.player is not None:
             self.player.close()
+        self._pending = None
 
     def require_player(self) -> Player:
         player = self.player
         if player is None or not player.active:
             why = player.error if player is not None and player.error else "playback is off"
+            if player is None and self._pending is not None:
+                why = "playback starts once the model is loaded"
             raise PlayFailure(FailCode.NO_AUDIO, why)
         return player
 

@@ -9,7 +9,7 @@ from jackd import JackServer
 @pytest.fixture(scope="module")
 def jack_server(tmp_path_factory):
     pytest.importorskip("jack", reason="JACK-Client is a dev dependency")
-    server = JackServer(tmp_path_factory.mktemp("jack"), rate=44100, period=1024)
+    server = JackServer(tmp_path_factory.mktemp("jack"), rate=44100, period=1024, realtime=True)
     old = os.environ.get("JACK_DEFAULT_SERVER")
     os.environ.update(server.env)
     import sounddevice as sd
