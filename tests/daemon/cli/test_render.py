@@ -9,7 +9,6 @@ the built-in models' windows, so the file stays fast on a 2-core machine. All on
 """
 
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -19,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from inprocess import run_cli
 
-from latentloop_daemon import cli
 from latentloop_daemon.backends.sat.backend import SatEngine
 from latentloop_daemon.engine import RenderRequest
 from latentloop_daemon.files.atomic import TEMP_PREFIX
@@ -55,22 +54,6 @@ def _env(tmp: Path) -> dict[str, str]:
 def _render_subprocess(args: list[str], tmp: Path) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "latentloop_daemon", "render", PROMPT, *args]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=_env(tmp), timeout=300)
-
-
-# Copied from tests/daemon/test_sources.py (_run_cli).
-def _run_cli(argv: list[str]) -> int:
-    """Run `latentloop ARGV` through cli.main, then undo its global logging set-up."""
-    root, package = logging.getLogger(), logging.getLogger("latentloop_daemon")
-    handlers, root_level, package_level = list(root.handlers), root.level, package.level
-    try:
-        return cli.main(argv)
-    finally:  # dictConfig replaced root's handlers (pytest's capture ones included)
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in handlers:
-            root.addHandler(handler)
-        root.setLevel(root_level)
-        package.setLevel(package_level)
 
 
 def _files(folder: Path, suffix: str) -> list[Path]:
@@ -133,7 +116,7 @@ def test_rerun_does_not_overwrite_and_gives_identical_audio(first_render, tmp_pa
     out = tmp_path / "out"
     shutil.copytree(first_out, out)
     (first,) = _files(out, ".wav")
-    assert _run_cli(["render", PROMPT, *FIRST, "--out", str(out)]) == 0
+    assert run_cli(["render", PROMPT, *FIRST, "--out", str(out)]) == 0
     wavs = _files(out, ".wav")
     assert len(wavs) == 2 and first in wavs
     (second,) = [w for w in wavs if w != first]
@@ -151,7 +134,7 @@ def test_rerun_does_not_overwrite_and_gives_identical_audio(first_render, tmp_pa
 
 def test_variations_write_one_file_each(tmp_path, capsys):
     out = tmp_path / "out"
-    assert _run_cli(["render", PROMPT, *SMALL, "--seconds", "0.25", "--variations", "2",
+    assert run_cli(["render", PROMPT, *SMALL, "--seconds", "0.25", "--variations", "2",
                      "--out", str(out)]) == 0  # fmt: skip
     wavs = _files(out, ".wav")
     assert [w.name for w in wavs] == [
@@ -169,9 +152,7 @@ def test_variations_write_one_file_each(tmp_path, capsys):
 
 def test_raw_writes_the_full_window_as_float(tmp_path):
     out = tmp_path / "out"
-    assert (
-        _run_cli(["render", PROMPT, *SMALL, "--seconds", "0.25", "--raw", "--out", str(out)]) == 0
-    )
+    assert run_cli(["render", PROMPT, *SMALL, "--seconds", "0.25", "--raw", "--out", str(out)]) == 0
     (wav,) = _files(out, ".wav")
     assert wav.name.endswith("_raw.wav")
     info = sf.info(str(wav))
@@ -183,7 +164,7 @@ def test_raw_writes_the_full_window_as_float(tmp_path):
 
 def test_format_float_keeps_the_requested_length(tmp_path):
     out = tmp_path / "out"
-    assert _run_cli(["render", PROMPT, *SMALL, "--seconds", "0.3", "--format", "float",
+    assert run_cli(["render", PROMPT, *SMALL, "--seconds", "0.3", "--format", "float",
                      "--out", str(out)]) == 0  # fmt: skip
     (wav,) = _files(out, ".wav")
     info = sf.info(str(wav))
@@ -197,7 +178,7 @@ def test_init_audio_mono_at_another_rate(tmp_path):
     init = tmp_path / "init.wav"
     sf.write(str(init), (0.5 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 22050)
     out = tmp_path / "out"
-    assert _run_cli(["render", PROMPT, *SMALL, "--seconds", "0.25", "--init", str(init),
+    assert run_cli(["render", PROMPT, *SMALL, "--seconds", "0.25", "--init", str(init),
                      "--init-noise", "0.5", "--out", str(out)]) == 0  # fmt: skip
     (wav,) = _files(out, ".wav")
     meta = _sidecar(wav)
@@ -225,7 +206,7 @@ def test_init_audio_mono_at_another_rate(tmp_path):
 def test_invalid_request_exits_2(tmp_path, capsys, args, message):
     out = tmp_path / "out"
     argv = ["render", PROMPT, "--model", "tiny", "--device", "cpu", *args, "--out", str(out)]
-    assert _run_cli(argv) == 2
+    assert run_cli(argv) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     window_s = 2**20 / 44100  # tiny's window: the longest it can render
@@ -320,7 +301,7 @@ def test_render_reads_the_same_config_file_as_serve(tmp_path, capsys):
     )
     argv = ["render", PROMPT, "--config", str(config), "--bpm", "120", "--bars", "1",
             "--seed", "3", "--steps", "2"]  # fmt: skip
-    assert _run_cli(argv) == 0
+    assert run_cli(argv) == 0
     (wav,) = [Path(line) for line in capsys.readouterr().out.split()]
     assert wav.parent == out
     info = sf.info(str(wav))
@@ -331,7 +312,7 @@ def test_render_reads_the_same_config_file_as_serve(tmp_path, capsys):
     # the target is met to within the gain step's precision; the ceiling is far above this
     # noise's true peak at -23 LUFS, so it does not bind
     assert lufs == pytest.approx(-23.0, abs=0.1)
-    assert _run_cli([*argv, "--target-lufs", "-18", "--out", str(tmp_path / "flag")]) == 0
+    assert run_cli([*argv, "--target-lufs", "-18", "--out", str(tmp_path / "flag")]) == 0
     (wav,) = [Path(line) for line in capsys.readouterr().out.split()]
     audio, rate = sf.read(str(wav), dtype="float64")
     assert pyloudnorm.Meter(rate).integrated_loudness(np.concatenate([audio] * 4)) == (

@@ -4,19 +4,16 @@ writer publishes each sidecar before its WAV."""
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 from fake_engines import ClickEngine
+from inprocess import running_service, start_service, stop_service
 
 from latentloop_bridge.client import Client, RenderFailed
-from latentloop_daemon.config import load_config
 from latentloop_daemon.files import writer
-from latentloop_daemon.service.lifecycle import Service
 
 
 class FaultyEngine(ClickEngine):
@@ -37,17 +34,8 @@ class FaultyEngine(ClickEngine):
 
 @pytest.fixture
 def service(tmp_path):
-    overrides = {"osc.port": 0, "render.out_dir": str(tmp_path), "engine.warmup": False}
-    svc = Service(load_config(overrides=overrides, environ={}), loader=FaultyEngine)
-    thread = threading.Thread(target=svc.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while svc.state != "ready":
-        assert time.monotonic() < deadline, "service did not become ready"
-        time.sleep(0.01)
-    yield svc
-    svc.should_exit.set()
-    thread.join(10)
+    with running_service(tmp_path, FaultyEngine) as svc:
+        yield svc
 
 
 def files(folder) -> list[str]:
@@ -117,14 +105,7 @@ def test_out_of_memory_with_several_variations_is_retried_one_at_a_time(tmp_path
     import json
 
     engine = BatchOomEngine()
-    overrides = {"osc.port": 0, "render.out_dir": str(tmp_path), "engine.warmup": False}
-    svc = Service(load_config(overrides=overrides, environ={}), loader=lambda: engine)
-    thread = threading.Thread(target=svc.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while svc.state != "ready":
-        assert time.monotonic() < deadline, "service did not become ready"
-        time.sleep(0.01)
+    svc, thread = start_service(tmp_path, lambda: engine)
     try:
         with Client("127.0.0.1", svc.server.bound_address[1], timeout=5) as c:
             done = c.render_and_wait("split drums", seconds=1, variations=3, seed=40, timeout=10)
@@ -144,5 +125,4 @@ def test_out_of_memory_with_several_variations_is_retried_one_at_a_time(tmp_path
             assert engine.batches == [(1, None)]
         print("3 variations: out of memory at batch 3, then 3 x batch 1 (seeds 40-42); done")
     finally:
-        svc.should_exit.set()
-        thread.join(10)
+        stop_service(svc, thread)

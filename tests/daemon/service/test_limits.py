@@ -5,17 +5,15 @@ ranges ``invalid`` naming the key, the per-source-address render rate ``busy`` (
 from __future__ import annotations
 
 import socket
-import threading
-import time
 
 import pytest
 from fake_engines import ClickEngine
+from inprocess import running_service
 from pythonosc.osc_packet import OscPacket
 
 from latentloop_bridge.protocol import encode_message
 from latentloop_daemon.config import load_config
 from latentloop_daemon.errors import ConfigError
-from latentloop_daemon.service.lifecycle import Service
 from latentloop_daemon.service.limits import RenderRate
 
 TIGHT = {
@@ -103,20 +101,10 @@ class Peer:
 
 @pytest.fixture
 def tight_service(tmp_path):
-    overrides = {"osc.port": 0, "render.out_dir": str(tmp_path), "engine.warmup": False,
-                 "render.tempo_check": False, **TIGHT}  # fmt: skip
     engine = ClickEngine([120.0] * 100)
-    svc = Service(load_config(overrides=overrides, environ={}), loader=lambda: engine)
-    svc.engine = engine
-    thread = threading.Thread(target=svc.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while svc.state != "ready":
-        assert time.monotonic() < deadline, "service did not become ready"
-        time.sleep(0.01)
-    yield svc
-    svc.should_exit.set()
-    thread.join(10)
+    with running_service(tmp_path, lambda: engine, **{"render.tempo_check": False, **TIGHT}) as svc:
+        svc.engine = engine
+        yield svc
 
 
 OVER = [

@@ -3,7 +3,6 @@ exact cuts, sidecars, reply shapes, worker survival after engine errors. Real UD
 (the service runs in a thread; signals are exercised by the end-to-end tests)."""
 
 import json
-import threading
 import time
 import typing
 
@@ -11,14 +10,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 from fake_engines import ClickEngine, capabilities
+from inprocess import start_service, stop_service
 
 from latentloop_bridge.client import Client, RenderFailed
 from latentloop_bridge.commands import Command
-from latentloop_daemon.config import load_config
 from latentloop_daemon.engine import RenderResult
 from latentloop_daemon.errors import OutputError, RenderCancelled
 from latentloop_daemon.files import writer
-from latentloop_daemon.service.lifecycle import Service
 
 RATE = 44100
 WINDOW = RATE * 10
@@ -55,26 +53,14 @@ class FakeEngine:
 
 
 def _start(tmp_path, engine=None, **render):
-    overrides = {"osc.port": 0, "render.out_dir": str(tmp_path), "render.format": "float",
-                 "engine.warmup": False}  # fmt: skip
-    overrides.update({f"render.{k}": v for k, v in render.items()})
-    config = load_config(overrides=overrides, environ={})
+    overrides = {"render.format": "float", **{f"render.{k}": v for k, v in render.items()}}
     engine = engine or FakeEngine()
-    svc = Service(config, loader=lambda: engine)
+    svc, thread = start_service(tmp_path, lambda: engine, **overrides)
     svc.engine = engine
-    thread = threading.Thread(target=svc.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while svc.state != "ready":
-        assert time.monotonic() < deadline, "service did not become ready"
-        time.sleep(0.01)
     return svc, thread
 
 
-def _stop(svc, thread):
-    svc.should_exit.set()
-    thread.join(10)
-    assert not thread.is_alive()
+_stop = stop_service
 
 
 @pytest.fixture

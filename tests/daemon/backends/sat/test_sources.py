@@ -23,8 +23,8 @@ from typing import Any
 import hubserver
 import pytest
 from huggingface_hub import constants
+from inprocess import run_cli
 
-from latentloop_daemon import cli
 from latentloop_daemon.backends.sat.sources import (
     KNOWN_MODELS,
     T5_REPO,
@@ -482,31 +482,16 @@ def test_list_local_models(hub: Any, hub_env: Path) -> None:
 # --- the CLI -------------------------------------------------------------------------------------
 
 
-def _run_cli(argv: list[str]) -> int:
-    """Run `latentloop ARGV` through cli.main, then undo its global logging set-up."""
-    root, package = logging.getLogger(), logging.getLogger("latentloop_daemon")
-    handlers, root_level, package_level = list(root.handlers), root.level, package.level
-    try:
-        return cli.main(argv)
-    finally:  # dictConfig replaced root's handlers (pytest's capture ones included)
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in handlers:
-            root.addHandler(handler)
-        root.setLevel(root_level)
-        package.setLevel(package_level)
-
-
 def test_cli_download_and_models_json(
     hub: Any, hub_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rc = _run_cli(["download", "sao-small", "--token", GRANTED, "--cache-dir", str(hub_env)])
+    rc = run_cli(["download", "sao-small", "--token", GRANTED, "--cache-dir", str(hub_env)])
     out = capsys.readouterr().out
     root = _snapshot(hub_env, SMALL, hub.repos[SMALL].sha)
     assert rc == 0
     assert f"model       {SMALL} @ {hub.repos[SMALL].sha}" in out
     assert f"checkpoint  {root / 'model.safetensors'}" in out
-    assert _run_cli(["models", "--cache-dir", str(hub_env), "--json"]) == 0
+    assert run_cli(["models", "--cache-dir", str(hub_env), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert [b["name"] for b in report["builtin"]] == ["tiny", "tiny-rf"]
     assert all(
@@ -523,12 +508,12 @@ def test_cli_download_and_models_json(
 def test_cli_models_text_and_t5_download(
     hub: Any, hub_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert _run_cli(["models", "--cache-dir", str(hub_env)]) == 0
+    assert run_cli(["models", "--cache-dir", str(hub_env)]) == 0
     out = capsys.readouterr().out
     assert "tiny       built-in, random weights, makes noise" in out
     assert "(no stable-audio-tools models)" in out
     assert f"not cached: latentloop download {T5_REPO}" in out
-    assert _run_cli(["download", T5_REPO, "--cache-dir", str(hub_env)]) == 0
+    assert run_cli(["download", T5_REPO, "--cache-dir", str(hub_env)]) == 0
     assert capsys.readouterr().out.startswith("t5          ")
     assert _fetched(hub, T5_REPO) == T5_EXPECTED
 
@@ -536,7 +521,7 @@ def test_cli_models_text_and_t5_download(
 def test_cli_download_error_exits_3(
     hub: Any, hub_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert _run_cli(["download", "someone/nothing-here", "--cache-dir", str(hub_env)]) == 3
+    assert run_cli(["download", "someone/nothing-here", "--cache-dir", str(hub_env)]) == 3
     assert capsys.readouterr().err == (
         "latentloop: cannot load model: no such model repo on the Hugging Face Hub:"
         " someone/nothing-here (check the name; if it is private, log in with `hf auth login`"
