@@ -81,10 +81,7 @@ class EngineConfig:
         if not self.model:
             raise ConfigError("engine.model must not be empty")
         get_backend(self.backend)
-        if self.precision not in PRECISIONS:
-            raise ConfigError(
-                f"engine.precision must be one of {PRECISIONS}, got {self.precision!r}"
-            )
+        _check_choice("engine.precision", self.precision, PRECISIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,17 +112,9 @@ class RenderConfig:
     on_restart: str = "rerun"  # jobs a crash left unfinished: "rerun" or "report" (interrupted)
 
     def __post_init__(self) -> None:
-        if self.format not in FORMAT_NAMES:
-            raise ConfigError(f"render.format must be one of {FORMAT_NAMES}, got {self.format!r}")
-        if self.on_restart not in RESTART_POLICIES:
-            raise ConfigError(
-                f"render.on_restart must be one of {RESTART_POLICIES}, got {self.on_restart!r}"
-            )
-        if self.while_loading not in LOADING_POLICIES:
-            raise ConfigError(
-                f"render.while_loading must be one of {LOADING_POLICIES}, "
-                f"got {self.while_loading!r}"
-            )
+        _check_choice("render.format", self.format, FORMAT_NAMES)
+        _check_choice("render.on_restart", self.on_restart, RESTART_POLICIES)
+        _check_choice("render.while_loading", self.while_loading, LOADING_POLICIES)
         _check_range("render.queue_size", self.queue_size, 1, 1000)
         _check_range("render.history_size", self.history_size, 1, 100000)
         for name in ("beats_per_bar", "bars", "seconds"):  # protocol v1's ranges
@@ -135,10 +124,7 @@ class RenderConfig:
         _check_range("render.progress_interval_s", self.progress_interval_s, 0.0, 60)
         _check_range("render.cancel_timeout_s", self.cancel_timeout_s, 0.1, 600)
         _check_range("render.crossfade_ms", self.crossfade_ms, 0, 500)
-        if self.seam_mode not in SEAM_MODES:
-            raise ConfigError(
-                f"render.seam_mode must be one of {SEAM_MODES}, got {self.seam_mode!r}"
-            )
+        _check_choice("render.seam_mode", self.seam_mode, SEAM_MODES)
         _check_range("render.padding_s", self.padding_s, 0, 30)
         _check_range("render.target_lufs", self.target_lufs, -70, 0)
         _check_range("render.ceiling_dbtp", self.ceiling_dbtp, -20, 0)
@@ -232,15 +218,11 @@ class AudioConfig:
                     f"audio.latency must be low, high or seconds, got {self.latency!r}"
                 ) from None
         _check_range("audio.channels", self.channels, 1, 32)
-        if self.quantize not in AUDIO_QUANTIZE:
-            raise ConfigError(
-                f"audio.quantize must be one of {AUDIO_QUANTIZE}, got {self.quantize!r}"
-            )
+        _check_choice("audio.quantize", self.quantize, AUDIO_QUANTIZE)
         _check_range("audio.launch_fade_ms", self.launch_fade_ms, 0.1, 1000)
         _check_range("audio.master_gain_db", self.master_gain_db, -120, 24)
         _check_range("audio.limiter_db", self.limiter_db, -40, 0)
-        if self.conform not in AUDIO_CONFORM:
-            raise ConfigError(f"audio.conform must be one of {AUDIO_CONFORM}, got {self.conform!r}")
+        _check_choice("audio.conform", self.conform, AUDIO_CONFORM)
         if self.bpm != 0.0 and not RANGES["bpm"].contains(self.bpm):
             raise ConfigError(f"audio.bpm must be 0 or {RANGES['bpm'].describe()}, got {self.bpm}")
         if not RANGES["beats_per_bar"].contains(self.beats_per_bar):
@@ -466,6 +448,11 @@ def _check_tighter(key: str, value: float, lo: float, hi: float) -> None:
             f"{key} must be {lo:g}..{hi:g} (protocol v1's range; [limits] may only tighten it), "
             f"got {value!r}"
         )
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {choices}, got {value!r}")
 
 
 def _check_range(key: str, value: float, lo: float, hi: float) -> None:
