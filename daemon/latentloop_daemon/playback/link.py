@@ -13,7 +13,6 @@ Threads: the player's control thread.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from latentloop_daemon.errors import PlaybackError
@@ -49,9 +48,11 @@ class LinkSession:
         state.setTempo(bpm, self._link.clock().micros())
         self._link.commitAppSessionState(state)
 
-    def phase_at(self, unix_s: float, quantum: int) -> float:
-        """The session's position within its bar (0 <= phase < quantum beats) at ``unix_s``."""
-        clock = self._link.clock()
-        micros = clock.micros() + round((unix_s - time.time()) * 1e6)
+    def now_micros(self) -> float:
+        """Link's clock now, in microseconds (a monotonic clock of its own)."""
+        return float(self._link.clock().micros())
+
+    def phase_at_micros(self, micros: int, quantum: int) -> float:
+        """The session's position within its bar (0 <= phase < quantum beats) at ``micros``."""
         state = self._link.captureAppSessionState()
         return float(state.phaseAtTime(micros, float(quantum)))

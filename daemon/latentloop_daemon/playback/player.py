@@ -17,7 +17,6 @@ they are queued (``conform.prepare``).
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import sys
 import threading
@@ -32,6 +31,7 @@ import numpy as np
 
 from latentloop_daemon.errors import AudioDeviceError, PlaybackError
 from latentloop_daemon.playback import devices
+from latentloop_daemon.playback.clock import StreamClock, paired
 from latentloop_daemon.playback.conform import prepare
 from latentloop_daemon.playback.mixer import Launch, Mixer, Voice
 from latentloop_daemon.playback.source import Loop
@@ -46,6 +46,7 @@ T = TypeVar("T")
 _TICK_S = 0.005
 _SWITCH_INTERVAL_S = 0.0005
 _STALL_S = 2.0  # no callback for this long while the stream should run: the device is gone
+_LINK_CONFIRM = 3  # consecutive phase checks (one a tick) that must agree before a nudge
 
 
 class PlayerEvents(Protocol):
@@ -74,6 +75,8 @@ class Player:
         self.events = events
         self.device: devices.Device | None = None
         self.mixer: Mixer | None = None
+        self._clock: StreamClock | None = None
+        self._link_misses = 0
         self.stream: Any = None
         self.sample_rate = 0
         self.channels = 0
@@ -366,6 +369,7 @@ class Player:
         except sd.PortAudioError as e:
             raise AudioDeviceError(f"cannot open {device.name!r}: {e}") from e
         self.device, self.mixer, self.stream = device, mixer, stream
+        self._clock = StreamClock(rate)
         self.sample_rate, self.channels = rate, channels
         self.running, self.playing = False, {}
         self._last_blocks = (0, time.monotonic())
@@ -426,6 +430,7 @@ class Player:
         self._watch_stream(mixer)
         if self.stream is None:
             return
+        self._observe_clock()
         now = time.time()
         audible = self._audible_frame()
         for notice in [n for n in self._notices if n[0] <= audible]:
@@ -470,24 +475,38 @@ class Player:
 
     # --- clocks -------------------------------------------------------------------------------
 
+    def _observe_clock(self) -> StreamClock:
+        """The stream clock, fed the last block's reading (control thread)."""
+        mixer, clock = self.mixer, self._clock
+        assert mixer is not None and clock is not None
+        clock.observe(*mixer.read_clock(), self._latency_s())
+        return clock
+
     def _audible_frame(self) -> int:
         """The sample the listener hears now (the stream's clock minus its output latency)."""
-        mixer = self.mixer
-        assert mixer is not None
-        frame0, dac, now = mixer.read_clock()
-        if dac <= now:  # the host API reports no DAC time: use the stream's latency
-            dac = now + self._latency_s()
-        return frame0 + math.floor((self._stream_time() - dac) * self.sample_rate)
+        clock = self._clock
+        assert clock is not None
+        if clock.offset is None:
+            self._observe_clock()
+        return clock.frame_heard_at(self._stream_time())
 
     def _unix_time_of(self, frame: int) -> float:
         """When sample ``frame`` is heard, on the wall clock (``time.time()``)."""
-        mixer = self.mixer
-        assert mixer is not None
-        frame0, dac, now = mixer.read_clock()
-        if dac <= now:
-            dac = now + self._latency_s()
-        stream_now = self._stream_time()
-        return time.time() + (dac - stream_now) + (frame - frame0) / self.sample_rate
+        clock = self._clock
+        assert clock is not None
+        if clock.offset is None:
+            self._observe_clock()
+        stream_now, wall_now = paired(self._stream_time, time.time)
+        return wall_now + clock.heard_at(frame) - stream_now
+
+    def _link_micros_of(self, frame: int) -> int:
+        """When sample ``frame`` is heard, on Link's clock (microseconds)."""
+        clock, link = self._clock, self.link
+        assert clock is not None and link is not None
+        if clock.offset is None:
+            self._observe_clock()
+        stream_now, micros_now = paired(self._stream_time, link.now_micros)
+        return round(micros_now + 1e6 * (clock.heard_at(frame) - stream_now))
 
     def _stream_time(self) -> float:
         try:
@@ -513,8 +532,7 @@ class Player:
         if not self.running or grid is None:
             return
         frame = self._earliest()
-        heard = self._unix_time_of(frame)
-        phase = link.phase_at(heard, self.beats_per_bar)  # beats into the session's bar
+        phase = link.phase_at_micros(self._link_micros_of(frame), self.beats_per_bar)
         ours = float(
             (Fraction(frame) - grid.bar_position(grid.bar_at(frame))) / grid.frames_per_beat
         )
@@ -522,5 +540,12 @@ class Player:
             ours - phase + self.beats_per_bar / 2
         ) % self.beats_per_bar - self.beats_per_bar / 2
         error_frames = error * float(grid.frames_per_beat)
-        if abs(error_frames) > 0.002 * self.sample_rate:  # more than 2 ms off: move the grid
+        # More than 2 ms off on _LINK_CONFIRM checks in a row: move the grid (a lone reading
+        # off by a stalled thread never moves it)
+        if abs(error_frames) <= 0.002 * self.sample_rate:
+            self._link_misses = 0
+            return
+        self._link_misses += 1
+        if self._link_misses >= _LINK_CONFIRM:
             mixer.grid = grid.shifted(Fraction(round(error_frames)))
+            self._link_misses = 0

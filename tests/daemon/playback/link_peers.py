@@ -66,9 +66,9 @@ def _sample(p: "object") -> tuple[float, int, float, float, float | None]:
     error_ms = None
     if grid is not None:
         frame = p._audible_frame()  # type: ignore[attr-defined]
-        heard = p._unix_time_of(frame)  # type: ignore[attr-defined]
+        heard = p._link_micros_of(frame)  # type: ignore[attr-defined]
         ours = float((frame - grid.bar_position(grid.bar_at(frame))) / grid.frames_per_beat)
-        theirs = link.phase_at(heard, grid.beats_per_bar)
+        theirs = link.phase_at_micros(heard, grid.beats_per_bar)
         q = grid.beats_per_bar
         error_beats = (ours - theirs + q / 2) % q - q / 2
         error_ms = 1000 * error_beats * 60 / session_bpm
