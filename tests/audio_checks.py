@@ -74,3 +74,26 @@ def wrap_jump_ratio(loop: Audio, sample_rate: int, around_ms: float = 10.0) -> f
     jump = steps[span - 1]  # last frame -> first frame
     typical = np.median(np.delete(steps, span - 1, axis=0), axis=0)
     return float(np.max(jump / np.maximum(typical, 1e-12)))
+
+
+def click_tempo_bpm(loop: Audio, sample_rate: int, beats: int) -> float:
+    """The tempo of a click track, measured on its own: onsets where the level first rises past
+    a third of the peak after 50 ms below it, then the loop's length over the beats they span.
+
+    Independent of the daemon's tempo check (``loops/tempo.py``: onset flux and circular
+    autocorrelation); it reads only the file. The loop is tiled twice so a click on the seam
+    counts once. ``beats`` = the number of clicks expected in one loop.
+    """
+    x = np.abs(np.concatenate([loop, loop]).mean(axis=1))
+    loud = x > x.max() / 3
+    quiet_run = round(0.050 * sample_rate)
+    onsets, last = [], -quiet_run
+    for i in np.flatnonzero(loud):
+        if i - last >= quiet_run:
+            onsets.append(i)
+        last = i
+    onsets = np.asarray(onsets, dtype=np.float64)
+    if onsets.size < beats + 1:
+        raise AssertionError(f"{onsets.size} clicks in two loops, expected >= {beats + 1}")
+    intervals = np.diff(onsets[: 2 * beats])
+    return float(60 * sample_rate / np.median(intervals))

@@ -1109,6 +1109,39 @@ def test_loop_files_carry_chunks_loudness_and_seam_metric(shared, peers):
     assert side["seconds_total_conditioning"] == pytest.approx(frames / SAMPLE_RATE + 2.0)
 
 
+@pytest.mark.parametrize(("clicks", "rerolls"), [(120.0, 0), (126.0, 1)], ids=["in-tempo", "off"])
+def test_the_tempo_check_agrees_with_the_tempo_measured_in_the_file(
+    daemon_factory, clicks, rerolls
+):
+    """The tempo check, held to a measurement of the written file itself: a stand-in engine
+    renders a click track at `clicks` BPM (tests/standin_daemon.py) for a 120 BPM request. In
+    tempo: `/done` reports the tempo the file measures and no re-roll. 5 % off (past the 4 %
+    `render.tempo_tolerance_pct`): one `/retry`, then the best attempt, whose `/done` tempo and
+    deviation are again what the file measures. (The tiny model makes noise: no tempo.)"""
+    env = {"LATENTLOOP_TEST_CLICK_BPM": str(clicks), "LATENTLOOP_RENDER_MAX_REROLLS": str(rerolls)}
+    daemon = daemon_factory("--no-warmup", standin=True, env=env)
+    peer = Peer(daemon.wait_port())
+    try:
+        daemon.wait_ready()
+        rid = peer.render("click check", bpm=120, bars=2, steps=2)
+        done = peer.expect(DONE, rid, timeout=RENDER_T)
+        audio, rate = audio_checks.read_loop(done.args[1])
+        assert audio.shape[0] == expected_frames(120, 2, 4)
+        measured = audio_checks.click_tempo_bpm(audio, rate, beats=8)
+        # the file holds the engine's clicks (their interval rounds to whole samples: < 0.01 %)
+        assert measured == pytest.approx(clicks, rel=1e-3)
+        # the daemon's own check (onset flux + circular autocorrelation, loops/tempo.py) agrees
+        # with it within 0.5 % (its worst error on click tracks is 0.013 %, docs/loops.md)
+        assert done.args[7] == pytest.approx(measured, rel=5e-3)
+        assert done.args[8] == pytest.approx(100 * (measured - 120) / 120, abs=0.5)
+        retries = [r for r in peer.replies if r.address == "/latentloop/retry" and r.args[0] == rid]
+        assert len(retries) == rerolls
+        for r in retries:
+            assert r.args[1] == 1 and r.args[2] == pytest.approx(measured, rel=5e-3)
+    finally:
+        peer.close()
+
+
 # --- 15: start-up failures, per-sender state, assigned ids --------------------------------------
 
 
