@@ -59,7 +59,7 @@ class StreamClock:
     def __init__(self, rate: int, capacity: int = 512) -> None:
         self.rate = rate
         self.offset: float | None = None
-        self._frames = np.full(capacity, -1.0)
+        self._frames = np.full(capacity, -np.inf)  # -inf: an empty entry never votes
         self._offsets = np.zeros(capacity)
         self._count = 0
         self._last_frame = -1
