@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal, get_args
 
-from latentloop_bridge.spec import MAX_DATAGRAM_BYTES, MAX_PROMPT_CHARS, RANGES
+from latentloop_bridge.spec import MAX_DATAGRAM_BYTES, MAX_PROMPT_CHARS, QUANTIZE, RANGES
 from latentloop_daemon.backends import BACKENDS, DEFAULT_BACKEND, get_backend
 from latentloop_daemon.engine import PRECISIONS
 from latentloop_daemon.errors import ConfigError
@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 
 LOADING_POLICIES = ("fail", "queue")
 RESTART_POLICIES = ("rerun", "report")
-SEAM_MODES = ("auto", "equal_gain", "equal_power")
+CrossfadeMode = Literal["auto", "equal_gain", "equal_power"]  # render.seam_mode
+SEAM_MODES: tuple[str, ...] = get_args(CrossfadeMode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,8 +182,7 @@ class LimitsConfig:
         _check_range("limits.renders_per_minute", self.renders_per_minute, 0, 100_000)
 
 
-AUDIO_QUANTIZE = ("now", "beat", "bar", "2bar", "4bar")  # playback.transport.QUANTIZE
-AUDIO_CONFORM = ("stretch", "as_is", "refuse")  # playback.conform.CONFORM_MODES
+AUDIO_CONFORM = ("stretch", "as_is", "refuse")  # audio.conform (playback/conform.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +218,7 @@ class AudioConfig:
                     f"audio.latency must be low, high or seconds, got {self.latency!r}"
                 ) from None
         _check_range("audio.channels", self.channels, 1, 32)
-        _check_choice("audio.quantize", self.quantize, AUDIO_QUANTIZE)
+        _check_choice("audio.quantize", self.quantize, QUANTIZE)
         _check_range("audio.launch_fade_ms", self.launch_fade_ms, 0.1, 1000)
         _check_range("audio.master_gain_db", self.master_gain_db, -120, 24)
         _check_range("audio.limiter_db", self.limiter_db, -40, 0)

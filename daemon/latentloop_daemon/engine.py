@@ -18,6 +18,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from latentloop_bridge.values import SEED_MAX as SEED_MAX  # the protocol's seed range
+
 StepFn = Callable[[int, int, float], None]  # (step, total, sigma)
 CancelFn = Callable[[], bool]
 

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from latentloop_daemon.config import RenderConfig
+
 WORKER = Path(__file__).with_name("reference_worker.py")
 PROMPT = "120 BPM tech house drum loop with deep bass"
 
@@ -44,7 +46,8 @@ def add_arguments(p: Any) -> None:
         help="HF_HOME holding t5-base for the reference (offline); also our T5",
     )
     g.add_argument("--bpm", type=float, default=120.0, help="loop tempo (default 120)")
-    g.add_argument("--bars", type=float, default=4.0, help="loop length in bars (default 4)")
+    g.add_argument("--bars", type=float, default=RenderConfig().bars,
+                   help="loop length in bars (default: render.bars)")  # fmt: skip
     g.add_argument("--pairs", type=int, default=3, help="alternating pairs per mode")
     g.add_argument("--modes", default="fresh,warm", help="fresh, warm or both (comma-separated)")
     g.add_argument("--workdir", type=Path, default=None, help="where the checkpoint is written")

@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-CrossfadeMode = Literal["auto", "equal_gain", "equal_power"]
+from latentloop_daemon.config import CrossfadeMode
 
 EQUAL_GAIN_CORRELATION = 0.5  # above: the segments add coherently -> equal gain
 FLOOR_DB = -120.0  # level floor for silent windows, keeps every metric finite

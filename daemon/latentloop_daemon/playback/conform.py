@@ -25,10 +25,11 @@ from fractions import Fraction
 import numpy as np
 import numpy.typing as npt
 
+from latentloop_daemon.config import AUDIO_CONFORM
 from latentloop_daemon.errors import LatentloopError
 from latentloop_daemon.playback.source import Loop
 
-CONFORM_MODES = ("stretch", "as_is", "refuse")
+CONFORM_MODES = AUDIO_CONFORM
 _PAD_S = 0.25  # circular context on each side: longer than the stretcher's and soxr's windows
 _SEAM_FADE_S = 0.02  # stretched loops: crossfade at the seam (as loops/seam.py does on renders)
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from math import gcd
 
-QUANTIZE = ("now", "beat", "bar", "2bar", "4bar")
+from latentloop_bridge.spec import QUANTIZE
+
 """Launch quantization, as the protocol spells it (`docs/protocol.md`)."""
 
 

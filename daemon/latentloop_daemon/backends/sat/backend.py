@@ -21,6 +21,7 @@ import torch
 
 from ...engine import (
     PRECISIONS,
+    SEED_MAX,
     CancelFn,
     Capabilities,
     InitAudio,
@@ -40,7 +41,6 @@ from .tiny import TINY_MODELS, build_tiny_model, build_tiny_t5, build_tiny_token
 logger = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-MAX_SEED = 2**64 - 1
 MAX_BATCH = 16
 MAX_STEPS = 1000
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -251,8 +251,8 @@ class SatEngine:
         settings = self._settings(request)
         keep = self._keep_samples(request)
         seed = request.seed if request.seed is not None else secrets.randbelow(2**32 - 1)
-        if not 0 <= seed <= MAX_SEED:
-            raise RenderError(f"seed must be 0..{MAX_SEED}, got {seed}")
+        if not 0 <= seed <= SEED_MAX:
+            raise RenderError(f"seed must be 0..{SEED_MAX}, got {seed}")
         cond = [self._cond_item(request.prompt, request)] * request.batch_size
         negative = None
         if request.negative_prompt:
