@@ -134,9 +134,11 @@ class RequestHandlers:
             )
             return
         job = RenderJob(svc.queue.new_job_id(), request_id, sender, request, play_slot=cmd.play)
+        # refused (OutputError: the journal could not make it durable; QueueFull): nothing was
+        # queued and nothing dropped, so no replaced job is left without its outcome
         try:
             position, dropped = svc.queue.submit(job, replace=cmd.replace)
-        except OutputError as e:  # the journal could not make it durable: not accepted
+        except OutputError as e:
             self._fail_render(sender, request_id, FailCode.IO, f"not accepted: {e}")
             return
         except QueueFull as e:
