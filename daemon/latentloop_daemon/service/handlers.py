@@ -19,7 +19,7 @@ from latentloop_bridge.errors import FailCode
 from latentloop_daemon import __version__
 from latentloop_daemon.errors import OutputError, RenderError
 from latentloop_daemon.service.auth import Authorizer
-from latentloop_daemon.service.jobs import CANCELLED, QueueFull, RenderJob
+from latentloop_daemon.service.jobs import CANCELLED, FAILED, QueueFull, RenderJob
 from latentloop_daemon.service.limits import RenderRate, render_over_limits
 from latentloop_daemon.service.playback import PlayFailure
 from latentloop_daemon.service.playback import fail_code as playback_fail_code
@@ -183,6 +183,8 @@ class RequestHandlers:
         job = svc.queue.find(sender, cmd.request_id) if cmd.request_id >= 0 else None
         args = [*args, job.state if job else "", job.paths[0] if job and job.paths else ""]
         args += svc.playback.status_strings()  # appended: the transport and the playing slots
+        # appended: why that job failed or was cancelled, '<code>: <message>' (what its /fail said)
+        args.append((job.error or "") if job and job.state in (FAILED, CANCELLED) else "")
         self.replies.reply(sender, address, args)
 
     def on_ping(self, cmd: p.PingCommand, sender: Address) -> None:

@@ -105,7 +105,7 @@ class JobQueue:
                 self.journal.accepted(job)  # OutputError: not accepted, nothing changed
             for j in dropped:
                 self._queue.remove(j)
-                self._retire(j, CANCELLED, "replaced by a newer request")
+                self._retire(j, CANCELLED, "cancelled: replaced by a newer request")
             self._queue.append(job)
             position = len(self._queue) - 1 + (1 if self._running is not None else 0)
             self._cond.notify_all()
@@ -151,7 +151,7 @@ class JobQueue:
             ]
             for j in hit:
                 self._queue.remove(j)
-                self._retire(j, CANCELLED, "cancelled by the client")
+                self._retire(j, CANCELLED, "cancelled: cancelled by the client")
             running = self._running
             if (
                 running is not None
@@ -171,7 +171,7 @@ class JobQueue:
             dropped = list(self._queue)
             self._queue.clear()
             for j in dropped:
-                self._retire(j, CANCELLED, "the daemon is shutting down")
+                self._retire(j, CANCELLED, "cancelled: the daemon is shutting down")
             if self._running is not None:
                 self._running.cancel_event.set()
             self._cond.notify_all()

@@ -47,7 +47,9 @@ def test_replace_drops_only_the_senders_queued_jobs():
     q.submit(_job(q, A, 2))
     q.submit(_job(q, B, 7))
     position, dropped = q.submit(_job(q, A, 3), replace=True)
-    assert [j.request_id for j in dropped] == [2] and dropped[0].error.startswith("replaced")
+    assert [j.request_id for j in dropped] == [2] and dropped[0].error.startswith(
+        "cancelled: replaced"
+    )
     assert running.state == "running" and position == 2
 
 

@@ -88,11 +88,17 @@ def test_a_cancel_after_the_last_step_stops_the_job_before_files_are_written(hel
         client.cancel(rid)
         with pytest.raises(RenderFailed) as failed:
             client.wait_for(rid, ["/latentloop/done"], timeout=WAIT_S)
+        client.send("/latentloop/status", [rid])  # the job's state and why, for a missed /fail
+        _, status = client.wait_for(rid, ["/latentloop/status.reply"], timeout=WAIT_S)
 
     assert engine.cancel_seen.is_set()  # the engine returned its audio: the worker had it
     assert (failed.value.code, failed.value.message) == (
         "cancelled",
         "cancelled before the files were written",
+    )
+    assert (status[6], status[10]) == (
+        "cancelled",
+        "cancelled: cancelled before the files were written",
     )
     assert sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(".")) == []
     (job,) = svc.queue.snapshot()["history"]
