@@ -240,14 +240,19 @@ def test_full_disk_and_read_only_folder_fail_io_and_recover(daemon_factory, smal
     render = ("prompt", "disk", "seconds", 1, "steps", 2)
     peer.send("/latentloop/render", 1, *render)
     assert answer(peer, 1)[0] == "/latentloop/done"
-    codes = Counter()
-    # full: every byte taken
+    codes, paths = Counter(), Counter()
+    # full: every byte taken. The journal's append still fits in its last page (tmpfs
+    # allocates whole pages), so the render is accepted (/queued) and its file write fails
+    journal = small_disk / ".latentloop.journal"
+    assert journal.stat().st_size < 3072, "the journal no longer fits a page with room left"
     filler = fill(small_disk)
     peer.send("/latentloop/render", 2, *render)
     address, args = answer(peer, 2)
     assert (address, args[2]) == ("/latentloop/fail", "io"), args
-    assert "No space left on device" in args[3]
+    assert "No space left on device" in args[3] and "journal" not in args[3], args
+    assert peer.about(2, "/latentloop/queued"), "accepted before the write failed"
     codes[args[2]] += 1
+    paths["accepted, the write failed"] += 1
     assert_no_wav_without_sidecar_and_no_partial_wav(small_disk)
     assert len(wavs_and_sidecars(small_disk)[0]) == 1
     assert not [p for p in small_disk.iterdir() if p.name.endswith(".tmp")]
@@ -261,7 +266,11 @@ def test_full_disk_and_read_only_folder_fail_io_and_recover(daemon_factory, smal
         address, args = answer(peer, 4)
         assert (address, args[2]) == ("/latentloop/fail", "io"), args
         assert "Read-only file system" in args[3]
+        # the journal cannot open its file on a read-only mount: refused before /queued
+        assert args[3].startswith("not accepted: cannot write the journal"), args
+        assert not peer.about(4, "/latentloop/queued"), "refused: no /queued"
         codes[args[2]] += 1
+        paths["not accepted (journal)"] += 1
         peer.send("/latentloop/ping", 5)
         assert answer(peer, 5, 10)[0] == "/latentloop/pong"
     finally:
@@ -269,7 +278,7 @@ def test_full_disk_and_read_only_folder_fail_io_and_recover(daemon_factory, smal
     peer.send("/latentloop/render", 6, *render)
     assert answer(peer, 6)[0] == "/latentloop/done"
     assert assert_no_wav_without_sidecar_and_no_partial_wav(small_disk) == 3
-    print(f"fail codes: {dict(codes)}; renders done after recovery: 2")
+    print(f"fail codes: {dict(codes)}; {dict(paths)}; renders done after recovery: 2")
     peer.sock.close()
 
 
