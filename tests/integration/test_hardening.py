@@ -70,9 +70,10 @@ class Peer:
             self.replies.append((timed.message.address, list(timed.message.params)))
         return True
 
-    def wait(self, match, timeout: float) -> tuple[str, list] | None:
+    def wait(self, match, timeout: float, since: int = 0) -> tuple[str, list] | None:
+        """The first reply matching, among those from index ``since`` on (or that arrive)."""
         deadline = time.monotonic() + timeout
-        seen = 0
+        seen = since
         while True:
             for reply in self.replies[seen:]:
                 if match(reply):
@@ -305,8 +306,9 @@ def all_files_of(first_wav: str, variations: int, folder: Path) -> bool:
 def status_outcome(peer: Peer, rid: int, variations: int, folder: Path) -> str | None:
     """What `status <id>` says of an accepted id: "done" (its files all present), "failed
     <code>" or "cancelled" (the code its reply carries); None while it is not finished."""
+    since = len(peer.replies)  # this request's reply, not an earlier one for the same id
     peer.send("/latentloop/status", rid)
-    status = peer.wait(lambda r: r[0] == "/latentloop/status.reply" and r[1][0] == rid, 10)
+    status = peer.wait(lambda r: r[0] == "/latentloop/status.reply" and r[1][0] == rid, 10, since)
     state = status[1][6] if status is not None else None
     if state == "done":
         assert all_files_of(status[1][7], variations, folder), (rid, status)
