@@ -2,21 +2,41 @@
 
 import os
 import shutil
+import socket
+from typing import NoReturn
 
 import pytest
 
 REQUIRE_TOOLS = os.environ.get("LATENTLOOP_REQUIRE_TOOLS") == "1"
 
 
+def unavailable(why: str) -> NoReturn:
+    """Skip a test that needs what this machine lacks (a tool, a mount, a loopback alias);
+    fail it instead when CI requires tools (``LATENTLOOP_REQUIRE_TOOLS=1``)."""
+    if REQUIRE_TOOLS:
+        pytest.fail(why + " and LATENTLOOP_REQUIRE_TOOLS=1")
+    pytest.skip(why)
+
+
 def require_tool(name: str) -> str:
     """Path of a system tool; skip the test if missing (fail instead when CI requires tools)."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (Debian: see .ci/run for the package)"
-        if REQUIRE_TOOLS:
-            pytest.fail(message + " and LATENTLOOP_REQUIRE_TOOLS=1")
-        pytest.skip(message)
+        unavailable(f"{name} is not installed (Debian: see .ci/run for the package)")
     return path
+
+
+def bind_udp(host: str) -> socket.socket:
+    """A UDP socket bound to ``host`` (port 0), e.g. the foreign source 127.0.0.2: on Linux all
+    of 127.0.0.0/8 is local, while macOS has only 127.0.0.1 unless an alias is added. Skips
+    (fails in CI) when the bind fails."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((host, 0))
+    except OSError as e:
+        sock.close()
+        unavailable(f"cannot bind {host}: {e}")
+    return sock
 
 
 @pytest.fixture(scope="session")

@@ -37,6 +37,7 @@ from tests.integration.test_hardening import (  # noqa: E402
     Peer,
     assert_no_wav_without_sidecar_and_no_partial_wav,
     free_port,
+    render_in_flight,
     settle,
 )
 
@@ -124,6 +125,7 @@ def crash(kills: int, folder: Path) -> None:
     env = {"LATENTLOOP_RENDER_WHILE_LOADING": "queue", "LATENTLOOP_RENDER_PADDING_S": "0.5",
            "LATENTLOOP_TEST_STEP_S": "0.04"}  # fmt: skip
     peer, queued, next_id, t0 = Peer(port), {}, iter(range(1, 10**6)), time.monotonic()
+    in_render = 0  # kills that landed with a render in flight
     for cycle in range(kills):
         daemon = DaemonProcess(out, *args, env=env, standin=True)
         if rng.random() < 0.2:
@@ -141,16 +143,18 @@ def crash(kills: int, folder: Path) -> None:
             if cycle % 5 == 4 and queued:
                 peer.send("/latentloop/cancel", rng.choice(sorted(queued)))
             time.sleep(rng.uniform(0.0, 1.2))
-        daemon.kill()
+        daemon.kill()  # then its log is complete
+        in_render += render_in_flight(daemon.lines)
         while peer.pump(0.01):
             pass
         assert_no_wav_without_sidecar_and_no_partial_wav(out)
     daemon = DaemonProcess(out, *args, env=env, standin=True)
     daemon.wait_ready(60)
-    outcomes = Counter(settle(peer, rid, v) for rid, v in queued.items())
+    outcomes = Counter(settle(peer, rid, v, out) for rid, v in queued.items())
     files = assert_no_wav_without_sidecar_and_no_partial_wav(out)
     daemon.stop()
-    print(f"crash: {kills} SIGKILLs in {time.monotonic() - t0:.0f} s; accepted {len(queued)}: "
+    print(f"crash: {kills} SIGKILLs ({in_render} during a render) in "
+          f"{time.monotonic() - t0:.0f} s; accepted {len(queued)}: "
           f"{dict(outcomes)}; files {files}; every accepted id accounted for: "
           f"{sum(outcomes.values()) == len(queued)}")  # fmt: skip
     assert sum(outcomes.values()) == len(queued)

@@ -7,6 +7,7 @@ import logging
 import socket
 
 import pytest
+from tests.conftest import bind_udp
 
 from latentloop_bridge.commands import AuthCommand, PingCommand, RenderCommand
 from latentloop_bridge.errors import FailCode, ProtocolError
@@ -16,13 +17,8 @@ from latentloop_bridge.protocol import encode_message, parse_message
 
 
 def foreign_socket() -> socket.socket:
-    """A UDP socket on 127.0.0.2: on Linux all of 127.0.0.0/8 is local, no alias needed."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.bind(("127.0.0.2", 0))
-    except OSError as e:  # macOS has only 127.0.0.1 unless an alias is added
-        sock.close()
-        pytest.skip(f"cannot bind 127.0.0.2 here: {e}")
+    """A UDP socket on 127.0.0.2 (skipped where it cannot bind, failed in CI)."""
+    sock = bind_udp("127.0.0.2")
     sock.settimeout(0.3)
     return sock
 

@@ -31,7 +31,8 @@ from tests.integration.daemon_fuzz import (
 
 from latentloop_bridge.protocol import encode_message
 
-FUZZ_BATCHES = 250  # x 5-30 datagrams: a few thousand in CI
+FUZZ_BATCHES = 250  # x 10-30 datagrams: a few thousand in CI
+MIN_SENT = 2000  # a floor, so the fuzz cannot shrink unnoticed (hypothesis sizes lists itself)
 
 
 def test_fuzzed_datagrams_never_stop_the_daemon_nor_write_a_file(module_daemon_factory) -> None:
@@ -43,7 +44,7 @@ def test_fuzzed_datagrams_never_stop_the_daemon_nor_write_a_file(module_daemon_f
 
     @settings(max_examples=FUZZ_BATCHES, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))  # fmt: skip
-    @given(st.lists(INVALID, min_size=5, max_size=30))
+    @given(st.lists(INVALID, min_size=10, max_size=30))
     def batch(datagrams: list[bytes]) -> None:
         for data in datagrams:
             if admits_a_render(data) or len(data) > 65507:
@@ -65,6 +66,7 @@ def test_fuzzed_datagrams_never_stop_the_daemon_nor_write_a_file(module_daemon_f
     print(f"fuzz: {dict(sent)}; replies: {dict(client.replies)}; files: 0; "
           f"ping after each batch: median {statistics.median(pings) * 1e3:.1f} ms, "
           f"max {max(pings) * 1e3:.1f} ms")  # fmt: skip
+    assert sent["datagrams"] >= MIN_SENT, sent  # and the count is printed above
     assert client.replies["/latentloop/pong"] >= sent["batches"]  # fuzzed pings are answered too
     assert client.replies["/latentloop/fail"] > sent["datagrams"] // 4  # most get an answer
     client.close()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -28,14 +29,16 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 from pythonosc.osc_packet import OscPacket
-from tests.conftest import REQUIRE_TOOLS
+from tests.conftest import bind_udp, unavailable
 
+from latentloop_bridge.errors import FailCode
 from latentloop_bridge.protocol import encode_message
 
 HOST = "127.0.0.1"
 TOKEN = "studio-token-1234"
 RENDER_T = 90.0  # one short render on a loaded 2-core machine, model load included
 KILLS = 20
+RENDER_KILLS = 10  # of the stand-in cycles, at least this many killed with a render in flight
 TINY_CYCLES = 2  # of which this many run the real tiny model and are killed in its render
 
 
@@ -50,9 +53,8 @@ class Peer:
 
     def __init__(self, port: int, host: str = HOST) -> None:
         self.daemon = (HOST, port)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock = bind_udp(host)  # 127.0.0.2: skipped where it cannot bind, failed in CI
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        self.sock.bind((host, 0))
         self.replies: list[tuple[str, list]] = []
 
     def send(self, address: str, *args) -> None:
@@ -68,9 +70,10 @@ class Peer:
             self.replies.append((timed.message.address, list(timed.message.params)))
         return True
 
-    def wait(self, match, timeout: float) -> tuple[str, list] | None:
+    def wait(self, match, timeout: float, since: int = 0) -> tuple[str, list] | None:
+        """The first reply matching, among those from index ``since`` on (or that arrive)."""
         deadline = time.monotonic() + timeout
-        seen = 0
+        seen = since
         while True:
             for reply in self.replies[seen:]:
                 if match(reply):
@@ -129,10 +132,7 @@ def test_allowlist_token_and_folder_lock(daemon_factory, tmp_path) -> None:
                             env={"LATENTLOOP_OSC_TOKEN": TOKEN})  # fmt: skip
     port = daemon.wait_ready()
     peer = Peer(port)
-    try:
-        foreign = Peer(port, host="127.0.0.2")
-    except OSError as e:
-        pytest.skip(f"cannot bind 127.0.0.2: {e}")
+    foreign = Peer(port, host="127.0.0.2")
     # 1. a source outside the allowlist: no reply at all, not even /fail for garbage
     for i in range(20):
         foreign.send("/latentloop/ping", i)
@@ -197,9 +197,7 @@ def require_mount() -> None:
     elif not Path("/proc/filesystems").read_text().count("tmpfs"):
         why = "no tmpfs in this kernel"
     if why:
-        if REQUIRE_TOOLS:
-            pytest.fail(why + " and LATENTLOOP_REQUIRE_TOOLS=1")
-        pytest.skip(why)
+        unavailable(why)
 
 
 @pytest.fixture
@@ -210,10 +208,7 @@ def small_disk(tmp_path):
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
                        capture_output=True, text=True)  # fmt: skip
     if r.returncode != 0:
-        message = f"cannot mount a tmpfs: {r.stderr.strip()}"
-        if REQUIRE_TOOLS:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"cannot mount a tmpfs: {r.stderr.strip()}")
     yield mount_point
     subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
@@ -246,14 +241,19 @@ def test_full_disk_and_read_only_folder_fail_io_and_recover(daemon_factory, smal
     render = ("prompt", "disk", "seconds", 1, "steps", 2)
     peer.send("/latentloop/render", 1, *render)
     assert answer(peer, 1)[0] == "/latentloop/done"
-    codes = Counter()
-    # full: every byte taken
+    codes, paths = Counter(), Counter()
+    # full: every byte taken. The journal's append still fits in its last page (tmpfs
+    # allocates whole pages), so the render is accepted (/queued) and its file write fails
+    journal = small_disk / ".latentloop.journal"
+    assert journal.stat().st_size < 3072, "the journal no longer fits a page with room left"
     filler = fill(small_disk)
     peer.send("/latentloop/render", 2, *render)
     address, args = answer(peer, 2)
     assert (address, args[2]) == ("/latentloop/fail", "io"), args
-    assert "No space left on device" in args[3]
+    assert "No space left on device" in args[3] and "journal" not in args[3], args
+    assert peer.about(2, "/latentloop/queued"), "accepted before the write failed"
     codes[args[2]] += 1
+    paths["accepted, the write failed"] += 1
     assert_no_wav_without_sidecar_and_no_partial_wav(small_disk)
     assert len(wavs_and_sidecars(small_disk)[0]) == 1
     assert not [p for p in small_disk.iterdir() if p.name.endswith(".tmp")]
@@ -267,7 +267,11 @@ def test_full_disk_and_read_only_folder_fail_io_and_recover(daemon_factory, smal
         address, args = answer(peer, 4)
         assert (address, args[2]) == ("/latentloop/fail", "io"), args
         assert "Read-only file system" in args[3]
+        # the journal cannot open its file on a read-only mount: refused before /queued
+        assert args[3].startswith("not accepted: cannot write the journal"), args
+        assert not peer.about(4, "/latentloop/queued"), "refused: no /queued"
         codes[args[2]] += 1
+        paths["not accepted (journal)"] += 1
         peer.send("/latentloop/ping", 5)
         assert answer(peer, 5, 10)[0] == "/latentloop/pong"
     finally:
@@ -275,14 +279,48 @@ def test_full_disk_and_read_only_folder_fail_io_and_recover(daemon_factory, smal
     peer.send("/latentloop/render", 6, *render)
     assert answer(peer, 6)[0] == "/latentloop/done"
     assert assert_no_wav_without_sidecar_and_no_partial_wav(small_disk) == 3
-    print(f"fail codes: {dict(codes)}; renders done after recovery: 2")
+    print(f"fail codes: {dict(codes)}; {dict(paths)}; renders done after recovery: 2")
     peer.sock.close()
 
 
 # --- crash: SIGKILL at random moments ---------------------------------------------------------
 
 
-def settle(peer: Peer, rid: int, variations: int) -> str:
+STARTED = re.compile(r"job (\d+) \(id \d+ from [^)]*\) started:")
+ENDED = re.compile(r"job (\d+) (?:done in|[a-z_]+: )")
+
+
+def render_in_flight(lines: list[str]) -> bool:
+    """Whether the log (complete: read after the kill) has a job started and never ended."""
+    started = {m.group(1) for line in lines if (m := STARTED.search(line))}
+    return bool(started - {m.group(1) for line in lines if (m := ENDED.search(line))})
+
+
+def all_files_of(first_wav: str, variations: int, folder: Path) -> bool:
+    """The job of ``first_wav`` has all its WAV + sidecar pairs (by the sidecars' job key)."""
+    key = json.loads(Path(first_wav).with_suffix(".json").read_text())["job_key"]
+    pairs = [s for s in folder.glob("*.json") if json.loads(s.read_text()).get("job_key") == key]
+    return len(pairs) == variations and all(s.with_suffix(".wav").is_file() for s in pairs)
+
+
+def status_outcome(peer: Peer, rid: int, variations: int, folder: Path) -> str | None:
+    """What `status <id>` says of an accepted id: "done" (its files all present), "failed
+    <code>" or "cancelled" (the code its reply carries); None while it is not finished."""
+    since = len(peer.replies)  # this request's reply, not an earlier one for the same id
+    peer.send("/latentloop/status", rid)
+    status = peer.wait(lambda r: r[0] == "/latentloop/status.reply" and r[1][0] == rid, 10, since)
+    state = status[1][6] if status is not None else None
+    if state == "done":
+        assert all_files_of(status[1][7], variations, folder), (rid, status)
+        return "done"
+    if state in ("failed", "cancelled"):
+        code = status[1][10].split(":", 1)[0]  # '<code>: <message>'
+        assert code in set(FailCode) and (code == "cancelled") == (state == "cancelled"), status
+        return "cancelled" if state == "cancelled" else f"failed {code}"
+    return None
+
+
+def settle(peer: Peer, rid: int, variations: int, folder: Path) -> str:
     """The one outcome of an accepted id: from its replies, or else from `status <id>`."""
     deadline = time.monotonic() + RENDER_T * 2
     while True:
@@ -295,10 +333,9 @@ def settle(peer: Peer, rid: int, variations: int) -> str:
                 path = Path(reply[1][1])
                 assert path.is_file() and path.with_suffix(".json").is_file(), path
             return "done" if done else f"fail {fails[0][1][2]}"
-        peer.send("/latentloop/status", rid)
-        status = peer.wait(lambda r: r[0] == "/latentloop/status.reply" and r[1][0] == rid, 10)
-        if status is not None and status[1][6] in ("done", "failed", "cancelled"):
-            return f"status {status[1][6]}"
+        learned = status_outcome(peer, rid, variations, folder)
+        if learned is not None:
+            return f"status {learned}"
         assert time.monotonic() < deadline, f"id {rid} never settled: {peer.replies[-20:]}"
         peer.pump(1.0)
 
@@ -307,8 +344,10 @@ def test_sigkill_at_random_moments_loses_no_accepted_request(daemon_factory, tmp
     """20 SIGKILLs with one client socket: most cycles run the real daemon around a stand-in
     engine (tests/standin_daemon.py: no torch, so a start costs ~1-3 s, not 7-16 s) and die
     at a random moment: during start-up (journal recovery, folder cleanup), while the "model"
-    loads, or while renders of a few steps run and write their files. `TINY_CYCLES` of them
-    run the real `tiny` model and are killed during one of its renders."""
+    loads, or (most) at a random moment after a render started, while renders of a few steps
+    run and write their files. Where each kill landed is read from the daemon's log after the
+    kill: at least `RENDER_KILLS` stand-in cycles must die with a render in flight.
+    `TINY_CYCLES` run the real `tiny` model and are killed after one of its renders starts."""
     out, port = tmp_path / "out", free_port()
     rng = random.Random(10)
     args = ("--port", str(port), "--no-warmup", "--queue-size", "64")
@@ -323,7 +362,8 @@ def test_sigkill_at_random_moments_loses_no_accepted_request(daemon_factory, tmp
     for cycle in range(KILLS):
         tiny = cycle in tiny_cycles
         daemon = daemon_factory(*args, out_dir=out, env=env, standin=not tiny)
-        if not tiny and rng.random() < 0.25:  # during start-up: recovery, cleanup, bind
+        plan = "render" if tiny else rng.choices(["start-up", "load", "render"], [2, 1, 7])[0]
+        if plan == "start-up":  # recovery, cleanup, bind
             time.sleep(rng.uniform(0.0, 1.5))
             moments["start-up"] += 1
             daemon.kill()
@@ -340,14 +380,19 @@ def test_sigkill_at_random_moments_loses_no_accepted_request(daemon_factory, tmp
                 queued[rid] = variations
         if cycle % 5 == 4 and queued:  # a journaled cancel now and then
             peer.send("/latentloop/cancel", rng.choice(sorted(queued)))
-        if tiny:
+        if plan == "render":  # a random moment once a render has started
             daemon.wait_log("started:", RENDER_T)
-            time.sleep(rng.uniform(0.0, 1.0))
-            moments["tiny render"] += 1
+            time.sleep(rng.uniform(0.0, 1.0 if tiny else 0.4))
         else:
-            time.sleep(rng.uniform(0.0, 1.2))
-            moments["renders" if any("started:" in line for line in daemon.lines) else "load"] += 1
-        daemon.kill()
+            time.sleep(rng.uniform(0.0, 0.6))
+        daemon.kill()  # then the log is complete: where the kill landed
+        if render_in_flight(daemon.lines):
+            landed = "tiny render" if tiny else "render"
+        elif any(STARTED.search(line) for line in daemon.lines):
+            landed = "tiny, between renders" if tiny else "between renders"
+        else:
+            landed = "load"
+        moments[landed] += 1
         while peer.pump(0.01):
             pass
         assert_no_wav_without_sidecar_and_no_partial_wav(out)
@@ -355,12 +400,19 @@ def test_sigkill_at_random_moments_loses_no_accepted_request(daemon_factory, tmp
     # the last start settles everything: reruns finish, the rest is reported
     daemon = daemon_factory(*args, out_dir=out, env=env, standin=True)
     daemon.wait_ready(RENDER_T)
-    outcomes = Counter(settle(peer, rid, variations) for rid, variations in queued.items())
+    outcome = {rid: settle(peer, rid, variations, out) for rid, variations in queued.items()}
+    outcomes = Counter(outcome.values())
     files = assert_no_wav_without_sidecar_and_no_partial_wav(out)
     print(f"kills: {KILLS}, killed during: {dict(moments)}; accepted: {len(queued)}; "
           f"outcomes: {dict(outcomes)}; files: {files}; "
           f"{kills_s:.0f} s for the kills, {time.monotonic() - started:.0f} s in all")  # fmt: skip
     assert sum(outcomes.values()) == len(queued)
+    for rid, variations in queued.items():  # status agrees with every outcome the socket saw
+        said, heard = status_outcome(peer, rid, variations, out), outcome[rid]
+        agrees = {"done": "done", "fail cancelled": "cancelled"}.get(heard, f"failed {heard[5:]}")
+        assert said == (heard[7:] if heard.startswith("status ") else agrees), (rid, said, heard)
+    print(f"status <id> agreed with all {len(queued)} outcomes")
     assert outcomes["done"] + outcomes["status done"] > 0
-    assert moments["tiny render"] == TINY_CYCLES
+    assert moments["render"] >= RENDER_KILLS, moments  # the kills that test the file writer
+    assert moments["tiny render"] + moments["tiny, between renders"] == TINY_CYCLES
     peer.sock.close()

@@ -19,7 +19,7 @@ from latentloop_bridge.errors import FailCode
 from latentloop_daemon import __version__
 from latentloop_daemon.errors import OutputError, RenderError
 from latentloop_daemon.service.auth import Authorizer
-from latentloop_daemon.service.jobs import CANCELLED, QueueFull, RenderJob
+from latentloop_daemon.service.jobs import CANCELLED, FAILED, QueueFull, RenderJob
 from latentloop_daemon.service.limits import RenderRate, render_over_limits
 from latentloop_daemon.service.playback import PlayFailure
 from latentloop_daemon.service.playback import fail_code as playback_fail_code
@@ -134,9 +134,11 @@ class RequestHandlers:
             )
             return
         job = RenderJob(svc.queue.new_job_id(), request_id, sender, request, play_slot=cmd.play)
+        # refused (OutputError: the journal could not make it durable; QueueFull): nothing was
+        # queued and nothing dropped, so no replaced job is left without its outcome
         try:
             position, dropped = svc.queue.submit(job, replace=cmd.replace)
-        except OutputError as e:  # the journal could not make it durable: not accepted
+        except OutputError as e:
             self._fail_render(sender, request_id, FailCode.IO, f"not accepted: {e}")
             return
         except QueueFull as e:
@@ -181,6 +183,8 @@ class RequestHandlers:
         job = svc.queue.find(sender, cmd.request_id) if cmd.request_id >= 0 else None
         args = [*args, job.state if job else "", job.paths[0] if job and job.paths else ""]
         args += svc.playback.status_strings()  # appended: the transport and the playing slots
+        # appended: why that job failed or was cancelled, '<code>: <message>' (what its /fail said)
+        args.append((job.error or "") if job and job.state in (FAILED, CANCELLED) else "")
         self.replies.reply(sender, address, args)
 
     def on_ping(self, cmd: p.PingCommand, sender: Address) -> None:

@@ -82,24 +82,30 @@ class JobQueue:
             return next(self._ids)
 
     def submit(self, job: RenderJob, replace: bool = False) -> tuple[int, list[RenderJob]]:
-        """Queue ``job``; return (position, jobs dropped by ``replace``). Raises QueueFull.
+        """Queue ``job``; return (position, jobs dropped by ``replace``).
 
         Position 0 means it starts next (nothing running ahead of it), 1 one job ahead, ...
-        ``replace`` first drops the same sender's queued (not running) jobs.
+        ``replace`` drops the same sender's queued (not running) jobs, which makes room.
+
+        Raises:
+            QueueFull: no room (even after the drops), or the queue is closed.
+            OutputError: the journal could not make the new job durable.
+            Either way nothing changed: nothing is queued and nothing is dropped, so a refused
+            ``replace`` leaves the jobs it would have replaced to run (each still ends in its
+            one outcome). The drops are journaled after the accept; a crash in between leaves
+            them queued in the journal, and the restart settles them like any other.
         """
         with self._cond:
             if self._closed:
                 raise QueueFull(0)
-            dropped = []
-            if replace:
-                dropped = [j for j in self._queue if j.sender == job.sender]
-                for j in dropped:
-                    self._queue.remove(j)
-                    self._retire(j, CANCELLED, "replaced by a newer request")
-            if len(self._queue) >= self.maxsize:
+            dropped = [j for j in self._queue if j.sender == job.sender] if replace else []
+            if len(self._queue) - len(dropped) >= self.maxsize:
                 raise QueueFull(self.maxsize)
             if self.journal is not None:
-                self.journal.accepted(job)  # OutputError: not accepted, nothing queued
+                self.journal.accepted(job)  # OutputError: not accepted, nothing changed
+            for j in dropped:
+                self._queue.remove(j)
+                self._retire(j, CANCELLED, "cancelled: replaced by a newer request")
             self._queue.append(job)
             position = len(self._queue) - 1 + (1 if self._running is not None else 0)
             self._cond.notify_all()
@@ -145,7 +151,7 @@ class JobQueue:
             ]
             for j in hit:
                 self._queue.remove(j)
-                self._retire(j, CANCELLED, "cancelled by the client")
+                self._retire(j, CANCELLED, "cancelled: cancelled by the client")
             running = self._running
             if (
                 running is not None
@@ -165,7 +171,7 @@ class JobQueue:
             dropped = list(self._queue)
             self._queue.clear()
             for j in dropped:
-                self._retire(j, CANCELLED, "the daemon is shutting down")
+                self._retire(j, CANCELLED, "cancelled: the daemon is shutting down")
             if self._running is not None:
                 self._running.cancel_event.set()
             self._cond.notify_all()

@@ -258,7 +258,7 @@ class RenderWorker(threading.Thread):
 
     def _fail(self, job: RenderJob, state: str, code: FailCode, message: str) -> None:
         logger.warning("job %d %s: %s", job.job_id, code, message)
-        self.queue.finish(job, state, message)
+        self.queue.finish(job, state, f"{code}: {message}")  # status <id> shows the code
         self.events.failed(job, code, message)
 
     def _progress(self, job: RenderJob) -> Callable[[int, int, float], None]:

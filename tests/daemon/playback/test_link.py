@@ -14,16 +14,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.conftest import require_tool
+from tests.conftest import require_tool, unavailable
 
 HERE = Path(__file__).parent
 PHASE_TOLERANCE_MS = 5.0  # the player nudges its grid when it is more than 2 ms off
 
 
 def _missing(what):
-    if os.environ.get("LATENTLOOP_REQUIRE_TOOLS") == "1":
-        pytest.fail(f"the Link test needs {what}")
-    pytest.skip(f"needs {what}")
+    unavailable(f"the Link test needs {what}")
 
 
 @pytest.fixture

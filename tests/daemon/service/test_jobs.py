@@ -4,6 +4,7 @@ import threading
 
 import pytest
 
+from latentloop_daemon.errors import OutputError
 from latentloop_daemon.loops.pipeline import LoopRequest
 from latentloop_daemon.service.jobs import JobQueue, QueueFull, RenderJob
 
@@ -46,8 +47,36 @@ def test_replace_drops_only_the_senders_queued_jobs():
     q.submit(_job(q, A, 2))
     q.submit(_job(q, B, 7))
     position, dropped = q.submit(_job(q, A, 3), replace=True)
-    assert [j.request_id for j in dropped] == [2] and dropped[0].error.startswith("replaced")
+    assert [j.request_id for j in dropped] == [2] and dropped[0].error.startswith(
+        "cancelled: replaced"
+    )
     assert running.state == "running" and position == 2
+
+
+def test_a_refused_replace_drops_nothing():
+    """QueueFull (no room even after the drops) and a journal that cannot accept leave the
+    sender's queued jobs queued: no job is cancelled by a request that was not accepted."""
+
+    class RefusingJournal:
+        def accepted(self, job):
+            raise OutputError("cannot write the journal: No space left on device")
+
+        def ended(self, job):
+            pass
+
+    q = JobQueue(maxsize=2)
+    q.submit(_job(q, B, 1))
+    q.submit(_job(q, B, 2))
+    with pytest.raises(QueueFull):  # A has nothing queued to make room
+        q.submit(_job(q, A, 3), replace=True)
+    _, dropped = q.submit(_job(q, B, 4), replace=True)  # B's own drops make room
+    assert [j.request_id for j in dropped] == [1, 2]
+    q.journal = RefusingJournal()  # type: ignore[assignment]
+    with pytest.raises(OutputError):
+        q.submit(_job(q, B, 5), replace=True)
+    q.journal = None
+    assert [j["id"] for j in q.snapshot()["history"]] == [1, 2]  # the accepted replace's drops
+    assert len(q) == 1 and q.next(timeout=0.1).request_id == 4  # still queued, not cancelled
 
 
 def test_next_waits_and_close_wakes_the_worker():
