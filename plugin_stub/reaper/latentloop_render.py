@@ -13,7 +13,8 @@ console.
 Only the standard library: the OSC encoder and decoder are in this file. The replies come back
 to the socket the request left from (the daemon answers the sender), so no subscription is
 needed. With a token configured in the daemon, set `LATENTLOOP_OSC_TOKEN` in REAPER's
-environment or `TOKEN` below; it is sent with the render.
+environment or `TOKEN` below; it is sent with the render. `LATENTLOOP_OSC_PORT` (as for the
+daemon) changes the port.
 
 Not run in REAPER: `tests/integration/test_kit_files.py` imports this file with a stand-in for
 REAPER's API, runs its send/poll loop against a real daemon, and checks what it would insert.
@@ -29,7 +30,7 @@ import time
 import types
 from typing import Any, Union
 
-DAEMON = ("127.0.0.1", 7878)
+DAEMON = ("127.0.0.1", int(os.environ.get("LATENTLOOP_OSC_PORT", "7878")))
 TOKEN = os.environ.get("LATENTLOOP_OSC_TOKEN", "")
 TIMEOUT_S = 600.0
 DEFAULT_PROMPT = "dusty boom bap drums"
