@@ -110,15 +110,16 @@ Latentloop {
 		^this.prRequest(action, '/latentloop/transport', on.binaryValue)
 	}
 
-	// SuperDirt: subscribe, and load every /done file with dirt.loadSoundFile under two names:
-	// Latentloop.dirtName(path) (the newest loop of that prompt) and \ll (the newest loop of
-	// all). Variation 0 replaces what the names held; variations 1.. are appended (ll:1, ...).
+	// SuperDirt: subscribe, and append every /done file (anyone's: a Tidal pattern's too) with
+	// dirt.loadSoundFile(path, name, true) to two sample banks: \ll (every loop, in arrival
+	// order) and Latentloop.dirtName(path) (the loops of that prompt). Appending never frees a
+	// buffer that is playing; SuperDirt wraps the index, so n "-1" is the newest loop.
 	dirtLoader { |dirt, names|
-		names = names ? { |done| [Latentloop.dirtName(done[\path]), \ll] };
+		names = names ? { |done| [\ll, Latentloop.dirtName(done[\path])] };
 		this.subscribe;
 		onDone = { |done|
 			names.value(done).do { |name|
-				dirt.loadSoundFile(done[\path], name, done[\variation] > 0);
+				dirt.loadSoundFile(done[\path], name, true);
 			};
 			if(verbose) { "latentloop: % as %".format(done[\path].basename, names.value(done)).postln };
 		};
