@@ -367,6 +367,14 @@ SONIC_PI_EXPECTED: list[tuple[bool, Command]] = [
 ]
 
 
+def test_sonic_pi_kit_is_valid_ruby() -> None:
+    """Sonic Pi can't run here, but its language is Ruby: the kit must at least parse."""
+    ruby = require_tool("ruby")
+    kit = REPO / "plugin_stub" / "sonic-pi" / "latentloop.rb"
+    result = subprocess.run([ruby, "-c", str(kit)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "Syntax OK" in result.stdout, result.stderr
+
+
 def test_sonic_pi_osc_lines_parse_to_the_intended_requests() -> None:
     calls, syncs, text = sonic_pi_calls()
     assert re.search(rf'^use_osc "{DEFAULT_HOST}", {DEFAULT_PORT}$', text, re.M)
