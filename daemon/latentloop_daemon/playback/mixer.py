@@ -122,7 +122,7 @@ class Mixer:
         self._scratch = np.zeros((max_frames, channels), np.float32)
         self._peak = np.zeros((max_frames, channels), np.float32)
         self._ramp = np.zeros(max_frames, np.float32)
-        self._unit = (np.arange(max_frames, dtype=np.float32) / max_frames).astype(np.float32)
+        self._steps = np.arange(1, max_frames + 1, dtype=np.float32)  # 1 .. max_frames
         self._fade = (
             1.0 - np.arange(self.fade_frames, dtype=np.float64) / self.fade_frames
         ).astype(np.float32)
@@ -269,21 +269,15 @@ class Mixer:
         """out[o:o+count] += scratch[:count] x gain (ramped g0 -> g1 when it changed)."""
         part = self._scratch[:count]
         if g0 != g1:
-            ramp = self._ramp[:count]
-            np.multiply(self._unit[:count], g1 - g0, out=ramp)
-            np.add(ramp, g0, out=ramp)
-            np.multiply(part, ramp[:, None], out=part)
+            np.multiply(part, self._ramp_to(count, g0, g1)[:, None], out=part)
         elif g1 != 1.0:
             np.multiply(part, g1, out=part)
         np.add(out[o : o + count], part, out=out[o : o + count])
 
     def _apply_master(self, out: npt.NDArray[np.float32], n: int) -> None:
         g0, g1 = self._master_now, self.master_gain
-        if g0 != g1:
-            ramp = self._ramp[:n]
-            np.multiply(self._unit[:n], g1 - g0, out=ramp)
-            np.add(ramp, g0, out=ramp)
-            np.multiply(out, ramp[:, None], out=out)
+        if g0 != g1 and n > 0:
+            np.multiply(out, self._ramp_to(n, g0, g1)[:, None], out=out)
         elif g1 != 1.0:
             np.multiply(out, g1, out=out)
         self._master_now = g1
@@ -301,12 +295,19 @@ class Mixer:
         if g1 < g0:  # attack: the whole block at the new gain (keeps every peak <= threshold)
             np.multiply(out, g1, out=out)
         else:  # release: ramp up, never above what this block allows
-            ramp = self._ramp[:n]
-            np.multiply(self._unit[:n], g1 - g0, out=ramp)
-            np.add(ramp, g0, out=ramp)
-            np.multiply(out, ramp[:, None], out=out)
+            np.multiply(out, self._ramp_to(n, g0, g1)[:, None], out=out)
         self._limit_gain = g1
         self.limited_blocks += 1
+
+    def _ramp_to(self, count: int, g0: float, g1: float) -> npt.NDArray[np.float32]:
+        """Gains from ``g0`` to ``g1`` over ``count`` (>= 1) samples, whatever the block size:
+        sample i gets g0 + (g1 - g0) x (i + 1) / count, so the last one is exactly ``g1`` (the
+        gain the next block starts from) and every step is the same."""
+        ramp = self._ramp[:count]
+        np.multiply(self._steps[:count], (g1 - g0) / count, out=ramp)
+        np.add(ramp, g0, out=ramp)
+        ramp[count - 1] = g1
+        return ramp
 
     # --- control-thread reads ----------------------------------------------------------------
 

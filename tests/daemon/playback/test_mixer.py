@@ -104,3 +104,35 @@ def test_limiter_is_transparent_below_threshold_and_holds_the_peak_above():
     out = run(mixer, 2048)
     assert out.max() <= mixer.limiter_threshold + 1e-7
     assert out.max() == pytest.approx(mixer.limiter_threshold, rel=1e-6)
+
+
+def dc(frames, level):
+    return np.full((frames, 2), level, np.float32)
+
+
+@pytest.mark.parametrize("which", ["master", "slot"])
+def test_a_gain_ramp_over_a_short_block_ends_on_its_target(which):
+    """Blocks shorter than max_frames (256): the ramp spans the block and lands on the gain."""
+    mixer = new_mixer()
+    mixer.slots[0].mailbox = Launch(Voice(dc(96000, 0.5), None, 0), 0, 0, 0)
+    run(mixer, 300, block=100)
+    if which == "master":
+        mixer.master_gain = 0.25
+    else:
+        mixer.slots[0].gain = 0.25
+    out = run(mixer, 300, block=100)[:, 0]
+    assert out[99] == np.float32(0.125)  # the target on the block's last sample...
+    np.testing.assert_array_equal(out[100:], np.float32(0.125))  # ...then held: no jump
+    ramp = 0.5 * (1 + (0.25 - 1) * np.arange(1, 101) / 100)
+    np.testing.assert_allclose(out[:100], ramp, atol=1e-6)  # evenly, over its 100 samples
+
+
+def test_the_limiters_release_is_continuous_across_short_blocks():
+    mixer = new_mixer()
+    clip = dc(96000, 0.5)
+    clip[:200] = 1.8  # over the threshold: the limiter holds it, then releases
+    mixer.slots[0].mailbox = Launch(Voice(clip, None, 0), 0, 0, 0)
+    out = run(mixer, 1200, block=100)[:, 0]
+    assert out[:200].max() <= mixer.limiter_threshold + 1e-7
+    step = 0.5 * mixer.release_per_block / 100  # one block's release over its 100 samples
+    assert np.abs(np.diff(out[200:])).max() <= 1.01 * step
