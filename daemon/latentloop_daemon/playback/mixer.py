@@ -91,7 +91,8 @@ class Slot:
 
 
 class Mixer:
-    """Mixes ``slots`` into blocks of at most ``max_frames`` x ``channels`` float32."""
+    """Mixes ``slots`` into blocks of ``channels`` float32, in pieces of at most ``max_frames``
+    (the size of its buffers; a longer block is rendered as consecutive pieces)."""
 
     def __init__(
         self,
@@ -113,6 +114,7 @@ class Mixer:
         self.limiter_threshold = limiter_threshold
         self.release_per_block = release_per_block
         self.frame = 0  # samples written since the stream started
+        self.largest_block = 0  # the most frames one callback was asked for
         self.underruns = 0
         self.blocks = 0
         self.limited_blocks = 0
@@ -140,13 +142,25 @@ class Mixer:
         self.clock[1] = dac_time
         self.clock[2] = now_time
         self.clock_seq += 1
+        if n > self.largest_block:
+            self.largest_block = n
+        # A host may deliver more than max_frames (block_size 0): render it in pieces of at
+        # most max_frames, each exactly as a block of its own would be
+        done = 0
+        while done < n:
+            count = n - done if n - done < self.max_frames else self.max_frames
+            self._render_piece(out[done : done + count], start + done, count)
+            done += count
+        self.frame = start + n
+        self.blocks += 1
+
+    def _render_piece(self, out: npt.NDArray[np.float32], start: int, n: int) -> None:
+        """Samples [start, start + n) into ``out``; n <= max_frames."""
         out.fill(0.0)
         for slot in self.slots:
             self._render_slot(slot, out, start, n)
         self._apply_master(out, n)
         self._limit(out, n)
-        self.frame = start + n
-        self.blocks += 1
 
     def _render_slot(self, slot: Slot, out: npt.NDArray[np.float32], start: int, n: int) -> None:
         end = start + n

@@ -288,9 +288,10 @@ class Player:
         return Fraction(60 * self.sample_rate) / (self.bpm or Fraction(120))
 
     def _earliest(self) -> int:
-        """The first sample a launch can still reach: past the block being written now."""
+        """The first sample a launch can still reach: past the block being written now (the
+        host may deliver blocks longer than asked for: the longest seen so far counts)."""
         mixer = self._mixer()
-        return mixer.frame + mixer.max_frames + 64
+        return mixer.frame + max(mixer.max_frames, mixer.largest_block) + 64
 
     def _start_transport(self) -> Grid:
         mixer = self._mixer()

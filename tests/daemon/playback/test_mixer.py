@@ -136,3 +136,26 @@ def test_the_limiters_release_is_continuous_across_short_blocks():
     assert out[:200].max() <= mixer.limiter_threshold + 1e-7
     step = 0.5 * mixer.release_per_block / 100  # one block's release over its 100 samples
     assert np.abs(np.diff(out[200:])).max() <= 1.01 * step
+
+
+def scene(mixer):
+    """Two slots, a swap inside the span, a gain and a master change and the limiter busy."""
+    mixer.grid = start_grid(120, 4, RATE, 0)
+    mixer.slots[0].mailbox = Launch(Voice(noise(96000, 1, 0.6), 4, 0), 0, 0, 0)
+    mixer.slots[1].mailbox = Launch(Voice(noise(96000, 2, 0.6), 4, 0), 0, 0, 0)
+    run(mixer, 512)
+    mixer.slots[0].mailbox = Launch(Voice(noise(96000, 3, 0.6), 4, 0), 812, 0, 812)
+    mixer.slots[1].gain = 0.5
+    mixer.master_gain = 0.8
+
+
+def test_a_block_longer_than_max_frames_renders_like_max_frames_blocks():
+    whole, blocks = new_mixer(), new_mixer()
+    scene(whole)
+    scene(blocks)
+    n = 640  # 2.5 x max_frames (256): PortAudio may deliver more than asked with block_size 0
+    got = run(whole, n, block=n)
+    expected = run(blocks, n, block=256)
+    np.testing.assert_array_equal(got, expected)
+    assert whole.frame == blocks.frame == 512 + n and whole.limited_blocks > 0
+    np.testing.assert_array_equal(run(whole, 512), run(blocks, 512))  # and it goes on alike
