@@ -7,10 +7,38 @@ rules (docs/playback.md, "Real-time rules"):
   goes into them with ``out=`` (CPython still creates small objects per block: ints, floats,
   array views; those come from its small-object allocator and never touch the audio data);
 - no I/O, no logging, no locks: the control thread publishes a new clip by assigning one
-  reference (``Slot.publish(Launch(...))``), a new tempo by assigning ``Mixer.grid``, a gain by
-  assigning a float; the callback only reads those and writes its own fields;
+  reference (``Slot.publish(Launch(...))``), a new tempo by assigning ``Mixer.grid``
+  (``Mixer.set_grid``), a gain by assigning a float; the callback only reads those and writes
+  its own fields;
+- no freeing: the callback never drops the last reference to a ``Launch``, ``Voice`` or
+  ``Grid`` (freeing a clip's audio, hundreds of KB, may munmap), see "Lifetimes" below;
 - underruns and the stream clock are recorded into preallocated fields, reported by the
   control thread.
+
+Lifetimes: the control thread owns a reference to everything it publishes and releases it in
+``Mixer.collect`` (``Player._tick``, every 5 ms) once the callback can no longer reach it, so
+whatever the callback drops (``slot.taken = launch``, ``slot.fade_voice = None``, a local that
+outlived a ``mailbox`` or ``grid`` replaced under it) is still referenced and never freed there.
+
+- Launches: ``Slot.publish`` numbers them (``Launch.seq``, increasing per slot) and keeps each
+  in ``Slot._owned``. The callback takes a slot's launches in increasing ``seq`` (oldest first
+  along a chain; the walk stops at ``taken``, and everything older than ``taken`` that a
+  mailbox chain still holds lies behind it), and holds at most two: ``taken`` (whose voice
+  plays) and the one whose voice fades. At the end of each ``render``, after every slot's
+  mixing has returned (no local left), it stores ``slot.held_from``: the ``seq`` of the older
+  of those two. No launch below it is referenced by the callback or can be reached by it
+  again, so ``collect`` drops the owned launches below it (a replaced launch that was never
+  taken goes with them). ``held_from`` only grows. One int store a slot per block: no ring to
+  fill, no case where the callback must drop a reference because the hand-back is full.
+  A launch's ``prev`` is the one published just before it (seq - 1), so the callback only
+  reads ``prev`` of launches newer than ``taken``, never one pointing below ``held_from``:
+  ``collect`` cuts those links (they would keep a released launch's audio alive).
+- Grids: ``set_grid`` keeps the replaced grid with the block count read before the swap;
+  ``collect`` drops it once two more blocks have completed (the render that may have read it
+  ended before the second began).
+
+A ``Launch`` assigned to ``mailbox`` directly (the tests) is owned by no one: the daemon only
+publishes through ``Slot.publish``.
 
 Timing model: ``frame`` counts the samples written since the stream started (the stream's own
 clock). A ``Launch`` names the sample where its clip's sample 0 (or its phase, on a
@@ -22,6 +50,7 @@ longer than the clip repeats its first sample, a shorter one drops its last.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +83,7 @@ class Launch:
 
     ``prev`` chains launches still waiting when this one was published (earlier ``at``), so a
     stop queued behind a pending swap does not erase it; the callback takes them oldest first.
+    ``seq`` numbers the slot's launches in publishing order (``Slot.publish``; module doc).
     """
 
     voice: Voice | None
@@ -61,33 +91,60 @@ class Launch:
     rep: int = 0
     rep_start: int = 0
     prev: Launch | None = None
+    seq: int = 0
 
 
 class Slot:
-    """One track. The control thread writes ``mailbox`` and ``gain``; the callback the rest."""
+    """One track. The control thread writes ``mailbox``, ``gain`` and the ``_owned`` launches;
+    the callback the rest."""
 
     def __init__(self) -> None:
         self.mailbox: Launch | None = None
         self.gain = 1.0  # linear; the callback ramps from the last value over one block
+        self._next_seq = 1
+        self._owned: deque[Launch] = deque()  # published, not yet released (``collect``)
         # callback-owned state
         self.taken: Launch | None = None
         self.voice: Voice | None = None
+        self.voice_seq = 0  # seq of the launch whose voice is ``voice`` (``taken``)
         self.rep = 0
         self.rep_start = 0
         self.rep_end = 0
         self.fade_voice: Voice | None = None
         self.fade_index = 0  # next sample of fade_voice to play
         self.fade_done = 0  # fade frames already played
+        self.fade_seq = 0  # seq of the launch whose voice is ``fade_voice``
         self.gain_now = 1.0
         self.started_at = -1  # sample where ``voice`` started (read by the control thread)
+        self.held_from = 0  # launches below this seq are out of the callback's reach
 
     def publish(self, launch: Launch) -> Launch:
-        """(Control thread) queue ``launch``: after a pending earlier one, else replacing it."""
+        """(Control thread) queue ``launch``: after a pending earlier one, else replacing it.
+
+        Returns the launch as published (numbered, chained); the slot keeps it until the
+        callback is done with it (``Mixer.collect``).
+        """
         pending = self.mailbox
+        prev = None
         if pending is not None and pending is not self.taken and pending.at <= launch.at:
-            launch = Launch(launch.voice, launch.at, launch.rep, launch.rep_start, pending)
+            prev = pending  # the launch published just before: seq - 1
+        seq, self._next_seq = self._next_seq, self._next_seq + 1
+        launch = Launch(launch.voice, launch.at, launch.rep, launch.rep_start, prev, seq)
+        self._owned.append(launch)
         self.mailbox = launch
         return launch
+
+    def collect(self) -> int:
+        """(Control thread) release the launches the callback can no longer reach."""
+        held_from, owned, released = self.held_from, self._owned, 0
+        while owned and owned[0].seq < held_from:
+            owned.popleft()
+            released += 1
+        for launch in owned:  # a chain link to a released launch would keep its audio alive
+            prev = launch.prev
+            if prev is not None and prev.seq < held_from:
+                object.__setattr__(launch, "prev", None)  # the callback never reads this link
+        return released
 
 
 class Mixer:
@@ -130,6 +187,7 @@ class Mixer:
         ).astype(np.float32)
         self._master_now = 1.0
         self._limit_gain = 1.0
+        self._old_grids: deque[tuple[int, Grid]] = deque()  # (blocks before the swap, grid)
 
     # --- the callback ------------------------------------------------------------------------
 
@@ -151,6 +209,8 @@ class Mixer:
             count = n - done if n - done < self.max_frames else self.max_frames
             self._render_piece(out[done : done + count], start + done, count)
             done += count
+        for slot in self.slots:  # every slot's mixing has returned: no local holds a launch
+            slot.held_from = slot.fade_seq if slot.fade_voice is not None else slot.voice_seq
         self.frame = start + n
         self.blocks += 1
 
@@ -173,6 +233,7 @@ class Mixer:
             self._mix_voice(slot, out, pos, at, start, slot.gain_now, slot.gain_now)
             self._start_fade(slot, at)  # an older fade still running is cut here
             slot.voice = launch.voice
+            slot.voice_seq = launch.seq
             slot.rep, slot.rep_start = launch.rep, launch.rep_start
             slot.rep_end = self._rep_end(slot)
             slot.started_at = at
@@ -242,6 +303,7 @@ class Mixer:
         if slot.voice is None:
             return
         slot.fade_voice = slot.voice
+        slot.fade_seq = slot.voice_seq
         length = slot.voice.audio.shape[0]
         slot.fade_index = (at - slot.rep_start) % length
         slot.fade_done = 0
@@ -322,6 +384,27 @@ class Mixer:
         np.add(ramp, g0, out=ramp)
         ramp[count - 1] = g1
         return ramp
+
+    # --- the control thread --------------------------------------------------------------
+
+    def set_grid(self, grid: Grid | None) -> None:
+        """Publish a new grid (None: no transport); the old one is kept until ``collect`` finds
+        that no render can still be reading it."""
+        old = self.grid
+        if old is not None:
+            self._old_grids.append((self.blocks, old))  # the count read before the swap
+        self.grid = grid
+
+    def collect(self) -> int:
+        """Release what the callback can no longer reach (module doc, "Lifetimes"): on the
+        control thread, so the memory is never freed on the audio thread. The count released.
+        """
+        released = sum(slot.collect() for slot in self.slots)
+        blocks, old = self.blocks, self._old_grids
+        while old and blocks >= old[0][0] + 2:
+            old.popleft()
+            released += 1
+        return released
 
     # --- control-thread reads ----------------------------------------------------------------
 

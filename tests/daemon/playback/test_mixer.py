@@ -1,5 +1,8 @@
 """The callback's mixing, driven block by block without a device (the JACK tests play it)."""
 
+import sys
+import weakref
+
 import numpy as np
 import pytest
 
@@ -159,3 +162,73 @@ def test_a_block_longer_than_max_frames_renders_like_max_frames_blocks():
     np.testing.assert_array_equal(got, expected)
     assert whole.frame == blocks.frame == 512 + n and whole.limited_blocks > 0
     np.testing.assert_array_equal(run(whole, 512), run(blocks, 512))  # and it goes on alike
+
+
+def test_the_callback_never_frees_a_clip_the_control_thread_releases_it():
+    """Whatever render() swaps out stays alive until the control thread's collect()."""
+    mixer = new_mixer(fade_frames=96)
+    mixer.grid = start_grid(120, 4, RATE, 0)
+    slot = mixer.slots[0]
+    a, b = noise(96000, 1), noise(96000, 2)
+    a_alive, b_alive = weakref.ref(a), weakref.ref(b)
+    slot.publish(Launch(Voice(a, 4, 0), 0, 0, 0))
+    run(mixer, 1024)
+    slot.publish(Launch(Voice(b, 4, 4), 2048, 0, 2048))  # a swap: A fades out after it
+    del a, b
+    run(mixer, 2048)  # past the swap and A's fade
+    assert a_alive() is not None  # swapped out by the callback, but not freed there
+    mixer.collect()  # the control thread (Player._tick) releases it
+    assert a_alive() is None and b_alive() is not None
+    slot.publish(Launch(None, 4096))  # a stop
+    run(mixer, 2048)  # past the stop and B's fade
+    assert b_alive() is not None
+    mixer.collect()
+    assert b_alive() is None
+
+
+def test_a_replaced_grid_outlives_the_render_that_may_still_read_it():
+    mixer = new_mixer()
+    old = start_grid(120, 4, RATE, 0)
+    mixer.set_grid(old)
+    run(mixer, 256)
+    mixer.set_grid(old.with_tempo(130, 4, 1))
+    refs = sys.getrefcount(old)
+    run(mixer, 256)  # a render that began before set_grid may still hold the old grid
+    mixer.collect()
+    assert sys.getrefcount(old) == refs  # kept
+    run(mixer, 256)  # two renders since: none can hold it
+    mixer.collect()
+    assert sys.getrefcount(old) == refs - 1  # released, on the control thread
+
+
+def test_a_launch_replaced_before_it_was_taken_is_released_once_passed():
+    mixer = new_mixer()
+    slot = mixer.slots[0]
+    a, b = noise(4800, 1), noise(4800, 2)
+    a_alive = weakref.ref(a)
+    slot.publish(Launch(Voice(a, None, 0), 4096, 0, 4096))
+    slot.publish(Launch(Voice(b, None, 0), 2048, 0, 2048))  # earlier: replaces it
+    del a, b
+    run(mixer, 1024)
+    mixer.collect()
+    assert a_alive() is not None  # a render may still have read it from the mailbox
+    run(mixer, 1280)  # B taken: A can never be
+    assert a_alive() is not None
+    mixer.collect()
+    assert a_alive() is None
+
+
+def test_collect_keeps_what_the_callback_still_plays_or_fades():
+    mixer = new_mixer(fade_frames=96)
+    slot = mixer.slots[0]
+    a, b = noise(4800, 1), noise(4800, 2)
+    a_alive, b_alive = weakref.ref(a), weakref.ref(b)
+    slot.publish(Launch(Voice(a, None, 0), 0, 0, 0))
+    slot.publish(Launch(Voice(b, None, 0), 1000, 0, 1000))  # chained behind A
+    del a, b
+    run(mixer, 1024)  # B started at 1000: A has faded over 24 of its 96 frames
+    mixer.collect()
+    assert a_alive() is not None and b_alive() is not None
+    run(mixer, 256)
+    mixer.collect()
+    assert a_alive() is None and b_alive() is not None
