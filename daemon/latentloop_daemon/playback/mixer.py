@@ -7,10 +7,38 @@ rules (docs/playback.md, "Real-time rules"):
   goes into them with ``out=`` (CPython still creates small objects per block: ints, floats,
   array views; those come from its small-object allocator and never touch the audio data);
 - no I/O, no logging, no locks: the control thread publishes a new clip by assigning one
-  reference (``Slot.publish(Launch(...))``), a new tempo by assigning ``Mixer.grid``, a gain by
-  assigning a float; the callback only reads those and writes its own fields;
+  reference (``Slot.publish(Launch(...))``), a new tempo by assigning ``Mixer.grid``
+  (``Mixer.set_grid``), a gain by assigning a float; the callback only reads those and writes
+  its own fields;
+- no freeing: the callback never drops the last reference to a ``Launch``, ``Voice`` or
+  ``Grid`` (freeing a clip's audio, hundreds of KB, may munmap), see "Lifetimes" below;
 - underruns and the stream clock are recorded into preallocated fields, reported by the
   control thread.
+
+Lifetimes: the control thread owns a reference to everything it publishes and releases it in
+``Mixer.collect`` (``Player._tick``, every 5 ms) once the callback can no longer reach it, so
+whatever the callback drops (``slot.taken = launch``, ``slot.fade_voice = None``, a local that
+outlived a ``mailbox`` or ``grid`` replaced under it) is still referenced and never freed there.
+
+- Launches: ``Slot.publish`` numbers them (``Launch.seq``, increasing per slot) and keeps each
+  in ``Slot._owned``. The callback takes a slot's launches in increasing ``seq`` (oldest first
+  along a chain; the walk stops at ``taken``, and everything older than ``taken`` that a
+  mailbox chain still holds lies behind it), and holds at most two: ``taken`` (whose voice
+  plays) and the one whose voice fades. At the end of each ``render``, after every slot's
+  mixing has returned (no local left), it stores ``slot.held_from``: the ``seq`` of the older
+  of those two. No launch below it is referenced by the callback or can be reached by it
+  again, so ``collect`` drops the owned launches below it (a replaced launch that was never
+  taken goes with them). ``held_from`` only grows. One int store a slot per block: no ring to
+  fill, no case where the callback must drop a reference because the hand-back is full.
+  A launch's ``prev`` is the one published just before it (seq - 1), so the callback only
+  reads ``prev`` of launches newer than ``taken``, never one pointing below ``held_from``:
+  ``collect`` cuts those links (they would keep a released launch's audio alive).
+- Grids: ``set_grid`` keeps the replaced grid with the block count read before the swap;
+  ``collect`` drops it once two more blocks have completed (the render that may have read it
+  ended before the second began).
+
+A ``Launch`` assigned to ``mailbox`` directly (the tests) is owned by no one: the daemon only
+publishes through ``Slot.publish``.
 
 Timing model: ``frame`` counts the samples written since the stream started (the stream's own
 clock). A ``Launch`` names the sample where its clip's sample 0 (or its phase, on a
@@ -22,6 +50,7 @@ longer than the clip repeats its first sample, a shorter one drops its last.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +83,7 @@ class Launch:
 
     ``prev`` chains launches still waiting when this one was published (earlier ``at``), so a
     stop queued behind a pending swap does not erase it; the callback takes them oldest first.
+    ``seq`` numbers the slot's launches in publishing order (``Slot.publish``; module doc).
     """
 
     voice: Voice | None
@@ -61,37 +91,65 @@ class Launch:
     rep: int = 0
     rep_start: int = 0
     prev: Launch | None = None
+    seq: int = 0
 
 
 class Slot:
-    """One track. The control thread writes ``mailbox`` and ``gain``; the callback the rest."""
+    """One track. The control thread writes ``mailbox``, ``gain`` and the ``_owned`` launches;
+    the callback the rest."""
 
     def __init__(self) -> None:
         self.mailbox: Launch | None = None
         self.gain = 1.0  # linear; the callback ramps from the last value over one block
+        self._next_seq = 1
+        self._owned: deque[Launch] = deque()  # published, not yet released (``collect``)
         # callback-owned state
         self.taken: Launch | None = None
         self.voice: Voice | None = None
+        self.voice_seq = 0  # seq of the launch whose voice is ``voice`` (``taken``)
         self.rep = 0
         self.rep_start = 0
         self.rep_end = 0
         self.fade_voice: Voice | None = None
         self.fade_index = 0  # next sample of fade_voice to play
         self.fade_done = 0  # fade frames already played
+        self.fade_seq = 0  # seq of the launch whose voice is ``fade_voice``
         self.gain_now = 1.0
         self.started_at = -1  # sample where ``voice`` started (read by the control thread)
+        self.held_from = 0  # launches below this seq are out of the callback's reach
 
     def publish(self, launch: Launch) -> Launch:
-        """(Control thread) queue ``launch``: after a pending earlier one, else replacing it."""
+        """(Control thread) queue ``launch``: after a pending earlier one, else replacing it.
+
+        Returns the launch as published (numbered, chained); the slot keeps it until the
+        callback is done with it (``Mixer.collect``).
+        """
         pending = self.mailbox
+        prev = None
         if pending is not None and pending is not self.taken and pending.at <= launch.at:
-            launch = Launch(launch.voice, launch.at, launch.rep, launch.rep_start, pending)
+            prev = pending  # the launch published just before: seq - 1
+        seq, self._next_seq = self._next_seq, self._next_seq + 1
+        launch = Launch(launch.voice, launch.at, launch.rep, launch.rep_start, prev, seq)
+        self._owned.append(launch)
         self.mailbox = launch
         return launch
 
+    def collect(self) -> int:
+        """(Control thread) release the launches the callback can no longer reach."""
+        held_from, owned, released = self.held_from, self._owned, 0
+        while owned and owned[0].seq < held_from:
+            owned.popleft()
+            released += 1
+        for launch in owned:  # a chain link to a released launch would keep its audio alive
+            prev = launch.prev
+            if prev is not None and prev.seq < held_from:
+                object.__setattr__(launch, "prev", None)  # the callback never reads this link
+        return released
+
 
 class Mixer:
-    """Mixes ``slots`` into blocks of at most ``max_frames`` x ``channels`` float32."""
+    """Mixes ``slots`` into blocks of ``channels`` float32, in pieces of at most ``max_frames``
+    (the size of its buffers; a longer block is rendered as consecutive pieces)."""
 
     def __init__(
         self,
@@ -113,6 +171,7 @@ class Mixer:
         self.limiter_threshold = limiter_threshold
         self.release_per_block = release_per_block
         self.frame = 0  # samples written since the stream started
+        self.largest_block = 0  # the most frames one callback was asked for
         self.underruns = 0
         self.blocks = 0
         self.limited_blocks = 0
@@ -122,12 +181,13 @@ class Mixer:
         self._scratch = np.zeros((max_frames, channels), np.float32)
         self._peak = np.zeros((max_frames, channels), np.float32)
         self._ramp = np.zeros(max_frames, np.float32)
-        self._unit = (np.arange(max_frames, dtype=np.float32) / max_frames).astype(np.float32)
+        self._steps = np.arange(1, max_frames + 1, dtype=np.float32)  # 1 .. max_frames
         self._fade = (
             1.0 - np.arange(self.fade_frames, dtype=np.float64) / self.fade_frames
         ).astype(np.float32)
         self._master_now = 1.0
         self._limit_gain = 1.0
+        self._old_grids: deque[tuple[int, Grid]] = deque()  # (blocks before the swap, grid)
 
     # --- the callback ------------------------------------------------------------------------
 
@@ -140,13 +200,27 @@ class Mixer:
         self.clock[1] = dac_time
         self.clock[2] = now_time
         self.clock_seq += 1
+        if n > self.largest_block:
+            self.largest_block = n
+        # A host may deliver more than max_frames (block_size 0): render it in pieces of at
+        # most max_frames, each exactly as a block of its own would be
+        done = 0
+        while done < n:
+            count = n - done if n - done < self.max_frames else self.max_frames
+            self._render_piece(out[done : done + count], start + done, count)
+            done += count
+        for slot in self.slots:  # every slot's mixing has returned: no local holds a launch
+            slot.held_from = slot.fade_seq if slot.fade_voice is not None else slot.voice_seq
+        self.frame = start + n
+        self.blocks += 1
+
+    def _render_piece(self, out: npt.NDArray[np.float32], start: int, n: int) -> None:
+        """Samples [start, start + n) into ``out``; n <= max_frames."""
         out.fill(0.0)
         for slot in self.slots:
             self._render_slot(slot, out, start, n)
         self._apply_master(out, n)
         self._limit(out, n)
-        self.frame = start + n
-        self.blocks += 1
 
     def _render_slot(self, slot: Slot, out: npt.NDArray[np.float32], start: int, n: int) -> None:
         end = start + n
@@ -159,6 +233,7 @@ class Mixer:
             self._mix_voice(slot, out, pos, at, start, slot.gain_now, slot.gain_now)
             self._start_fade(slot, at)  # an older fade still running is cut here
             slot.voice = launch.voice
+            slot.voice_seq = launch.seq
             slot.rep, slot.rep_start = launch.rep, launch.rep_start
             slot.rep_end = self._rep_end(slot)
             slot.started_at = at
@@ -228,6 +303,7 @@ class Mixer:
         if slot.voice is None:
             return
         slot.fade_voice = slot.voice
+        slot.fade_seq = slot.voice_seq
         length = slot.voice.audio.shape[0]
         slot.fade_index = (at - slot.rep_start) % length
         slot.fade_done = 0
@@ -269,21 +345,15 @@ class Mixer:
         """out[o:o+count] += scratch[:count] x gain (ramped g0 -> g1 when it changed)."""
         part = self._scratch[:count]
         if g0 != g1:
-            ramp = self._ramp[:count]
-            np.multiply(self._unit[:count], g1 - g0, out=ramp)
-            np.add(ramp, g0, out=ramp)
-            np.multiply(part, ramp[:, None], out=part)
+            np.multiply(part, self._ramp_to(count, g0, g1)[:, None], out=part)
         elif g1 != 1.0:
             np.multiply(part, g1, out=part)
         np.add(out[o : o + count], part, out=out[o : o + count])
 
     def _apply_master(self, out: npt.NDArray[np.float32], n: int) -> None:
         g0, g1 = self._master_now, self.master_gain
-        if g0 != g1:
-            ramp = self._ramp[:n]
-            np.multiply(self._unit[:n], g1 - g0, out=ramp)
-            np.add(ramp, g0, out=ramp)
-            np.multiply(out, ramp[:, None], out=out)
+        if g0 != g1 and n > 0:
+            np.multiply(out, self._ramp_to(n, g0, g1)[:, None], out=out)
         elif g1 != 1.0:
             np.multiply(out, g1, out=out)
         self._master_now = g1
@@ -301,12 +371,40 @@ class Mixer:
         if g1 < g0:  # attack: the whole block at the new gain (keeps every peak <= threshold)
             np.multiply(out, g1, out=out)
         else:  # release: ramp up, never above what this block allows
-            ramp = self._ramp[:n]
-            np.multiply(self._unit[:n], g1 - g0, out=ramp)
-            np.add(ramp, g0, out=ramp)
-            np.multiply(out, ramp[:, None], out=out)
+            np.multiply(out, self._ramp_to(n, g0, g1)[:, None], out=out)
         self._limit_gain = g1
         self.limited_blocks += 1
+
+    def _ramp_to(self, count: int, g0: float, g1: float) -> npt.NDArray[np.float32]:
+        """Gains from ``g0`` to ``g1`` over ``count`` (>= 1) samples, whatever the block size:
+        sample i gets g0 + (g1 - g0) x (i + 1) / count, so the last one is exactly ``g1`` (the
+        gain the next block starts from) and every step is the same."""
+        ramp = self._ramp[:count]
+        np.multiply(self._steps[:count], (g1 - g0) / count, out=ramp)
+        np.add(ramp, g0, out=ramp)
+        ramp[count - 1] = g1
+        return ramp
+
+    # --- the control thread --------------------------------------------------------------
+
+    def set_grid(self, grid: Grid | None) -> None:
+        """Publish a new grid (None: no transport); the old one is kept until ``collect`` finds
+        that no render can still be reading it."""
+        old = self.grid
+        if old is not None:
+            self._old_grids.append((self.blocks, old))  # the count read before the swap
+        self.grid = grid
+
+    def collect(self) -> int:
+        """Release what the callback can no longer reach (module doc, "Lifetimes"): on the
+        control thread, so the memory is never freed on the audio thread. The count released.
+        """
+        released = sum(slot.collect() for slot in self.slots)
+        blocks, old = self.blocks, self._old_grids
+        while old and blocks >= old[0][0] + 2:
+            old.popleft()
+            released += 1
+        return released
 
     # --- control-thread reads ----------------------------------------------------------------
 

@@ -221,7 +221,7 @@ class Player:
         if not run and self.running:
             self.stop(None, "now")
             self.running = False
-            mixer.grid = None
+            mixer.set_grid(None)
         return 0
 
     def set_link(self, enabled: bool) -> int:
@@ -288,16 +288,17 @@ class Player:
         return Fraction(60 * self.sample_rate) / (self.bpm or Fraction(120))
 
     def _earliest(self) -> int:
-        """The first sample a launch can still reach: past the block being written now."""
+        """The first sample a launch can still reach: past the block being written now (the
+        host may deliver blocks longer than asked for: the longest seen so far counts)."""
         mixer = self._mixer()
-        return mixer.frame + mixer.max_frames + 64
+        return mixer.frame + max(mixer.max_frames, mixer.largest_block) + 64
 
     def _start_transport(self) -> Grid:
         mixer = self._mixer()
         bpm = self.bpm or Fraction(120)
         self.bpm = bpm
         grid = start_grid(bpm, self.beats_per_bar, self.sample_rate, self._earliest())
-        mixer.grid = grid
+        mixer.set_grid(grid)
         self.running = True
         self._next_bar = 0
         return grid
@@ -329,7 +330,7 @@ class Player:
             rep_start = grid.beat_frame_here(voice.anchor_beat + rep * period)
             new_voice = Voice(audio, period, voice.anchor_beat, voice.info)
             launches[slot] = Launch(new_voice, at, rep, rep_start)
-        mixer.grid = grid  # 4. publish: the grid first, then the swaps (all before ``at``)
+        mixer.set_grid(grid)  # 4. publish: the grid first, then the swaps (all before ``at``)
         for slot, launch in launches.items():
             launch = mixer.slots[slot].publish(launch)
             self.playing[slot] = Playing(self.playing[slot].loop, launch)
@@ -430,6 +431,7 @@ class Player:
         self._watch_stream(mixer)
         if self.stream is None:
             return
+        mixer.collect()  # what the callback retired is freed here, never on its thread
         self._observe_clock()
         now = time.time()
         audible = self._audible_frame()
@@ -547,5 +549,5 @@ class Player:
             return
         self._link_misses += 1
         if self._link_misses >= _LINK_CONFIRM:
-            mixer.grid = grid.shifted(Fraction(round(error_frames)))
+            mixer.set_grid(grid.shifted(Fraction(round(error_frames))))
             self._link_misses = 0
