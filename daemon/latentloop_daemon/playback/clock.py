@@ -63,18 +63,26 @@ class StreamClock:
         self._offsets = np.zeros(capacity)
         self._count = 0
         self._last_frame = -1
+        self._reported = False  # has any block carried a DAC time?
 
     def observe(self, frame0: int, dac_time: float, now_time: float, latency_s: float) -> None:
         """Take the last block's clock reading (``Mixer.read_clock``); control thread only.
 
         A host API that reports no DAC time (``dac_time <= now_time``) is read as heard
-        ``latency_s`` after the callback.
+        ``latency_s`` after the callback, until a block carries a real DAC time: from then on
+        only real ones count (PortAudio's JACK backend reports none for the first block, and
+        its stream latency is shorter than the real one).
         """
         if frame0 == self._last_frame or frame0 < 0:
             return
         self._last_frame = frame0
-        if dac_time <= now_time:
+        if dac_time <= now_time:  # no DAC time in this report
+            if self._reported:
+                return  # the host reports DAC times: a guess never votes among them
             dac_time = now_time + latency_s
+        elif not self._reported:  # the first real report: forget the guesses before it
+            self._reported = True
+            self._frames.fill(-np.inf)
         i = self._count % self._frames.shape[0]
         self._frames[i] = frame0
         self._offsets[i] = dac_time - frame0 / self.rate

@@ -436,9 +436,12 @@ class Player:
         now = time.time()
         audible = self._audible_frame()
         for notice in [n for n in self._notices if n[0] <= audible]:
-            self._notices.remove(notice)
             at, launch, slot, job_id, path = notice
-            if mixer.slots[slot].taken is launch:  # not replaced before it was heard
+            taken = mixer.slots[slot].taken
+            if taken is None or taken.seq < launch.seq:
+                continue  # the callback has not reached it yet: wait, never drop it
+            self._notices.remove(notice)
+            if taken is launch:  # not replaced before it was heard
                 self.events.playing(slot, job_id, path)
         if self.config.bar_messages and self.running and mixer.grid is not None:
             self._announce_bars(mixer.grid, now)

@@ -62,3 +62,14 @@ def test_paired_reads_skip_a_preempted_pair():
     a, b = paired(time.perf_counter, slow_then_fast)
     assert len(calls) >= 3
     assert 0 <= b - a < 0.004  # not the 5 ms of the preempted pairs
+
+
+def test_a_guess_before_the_first_dac_time_is_forgotten():
+    """The first block without a DAC time (JACK's first callback) must not pin the minimum."""
+    clock = StreamClock(RATE)
+    clock.observe(0, 0.0, 0.010, 0.023)  # a guess: heard 23 ms after the callback
+    assert clock.offset == pytest.approx(0.033)
+    feed(clock, 5, np.zeros(5), first=1)  # real reports: 46.4 ms
+    assert clock.offset == pytest.approx(TRUE_OFFSET, abs=1e-9)
+    clock.observe(6 * BLOCK, 0.0, 1.0, 0.0)  # a later block without one is ignored
+    assert clock.offset == pytest.approx(TRUE_OFFSET, abs=1e-9)
