@@ -77,6 +77,7 @@ class EngineConfig:
     precision: str = "auto"
     offline: bool = False  # never contact the Hugging Face Hub (HF_HUB_OFFLINE=1 does the same)
     warmup: bool = True  # one short render at start-up so the first request is fast
+    process: bool = True  # serve: the model in a child process (backends/process.py)
 
     def __post_init__(self) -> None:
         if not self.model:

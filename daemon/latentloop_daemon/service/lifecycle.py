@@ -209,9 +209,16 @@ class Service:
         self.should_exit.set()
 
     def _load_engine(self) -> Engine:
+        """The configured engine: in a child process (``[engine] process``, the default)."""
         from latentloop_daemon.backends import load_configured
 
-        return load_configured(self.config)
+        if not self.config.engine.process:
+            return load_configured(self.config)
+        from latentloop_daemon.backends.process import load_in_process, spec_of
+
+        cores = os.cpu_count() or 1
+        leave_one = self.playback.wanted and cores > 1  # a core for the audio callback
+        return load_in_process(spec_of(self.config, max_threads=cores - 1 if leave_one else 0))
 
 
 class _CapturedSignals:

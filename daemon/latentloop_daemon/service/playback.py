@@ -115,6 +115,11 @@ class Playback:
             self._pending = player
         return ExitCode.OK
 
+    @property
+    def wanted(self) -> bool:
+        """Playback is on or opens once the model is loaded."""
+        return self.player is not None or self._pending is not None
+
     def after_load(self) -> None:
         """(Render worker, once the model is loaded) open the stream found by ``start``, and
         leave one core to the audio thread."""
