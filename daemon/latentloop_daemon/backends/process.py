@@ -1,7 +1,8 @@
 """An engine in a process of its own, so the daemon's audio never waits for the model.
 
-``ProcessEngine`` is an ``Engine`` whose model lives in a child process (multiprocessing,
-``spawn``): the daemon keeps the OSC threads, the player and its audio callback, and the
+``ProcessEngine`` is an ``Engine`` whose model lives in a child process (a fresh interpreter,
+``python -c``, never a re-run of the daemon's own ``__main__`` as multiprocessing's ``spawn``
+would do): the daemon keeps the OSC threads, the player and its audio callback, and the
 render worker, which waits on a pipe while the child samples and decodes. The reason is the
 interpreter lock: a render holds it between torch calls on the worker thread, and a thread
 that holds it while the kernel has preempted it makes the audio callback wait (measured: up to
@@ -10,9 +11,13 @@ model's Python code holds the child's lock, never the daemon's. A crash of the m
 segfault, the kernel's out-of-memory killer) also ends only the child: the job fails with
 ``internal`` and the next render starts a new child.
 
-The pipe's messages (pickled):
+The two talk over ``multiprocessing.connection`` on a loopback socket: the child listens on
+127.0.0.1 port 0, prints the port, and accepts one connection that answers the challenge of
+a random key the daemon wrote to the child's standard input (so no other local process can
+drive the model). The messages (pickled):
 
-- daemon -> child: ``("render", RenderRequest)``, ``("cancel",)``, ``("close",)``;
+- daemon -> child: ``("load", EngineSpec, log levels)`` first; then ``("render",
+  RenderRequest)``, ``("cancel",)``, ``("close",)``;
 - child -> daemon: ``("ready", Capabilities)`` or ``("error", kind, message)`` after loading;
   per render ``("step", step, total, fraction)``..., then ``("result", RenderResult)`` or
   ``("error", kind, message)``; any time ``("log", level, logger name, message)``.
@@ -27,13 +32,17 @@ Threads: ``render`` and ``close`` on the render worker (one at a time, as ``Engi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import multiprocessing
 import os
+import secrets
 import signal
+import subprocess
 import sys
 import threading
 from dataclasses import dataclass
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Client, Listener
 from typing import TYPE_CHECKING, Any
 
 from latentloop_daemon.engine import (
@@ -68,6 +77,8 @@ ERRORS: dict[str, type[BaseException]] = {
 }
 _POLL_S = 0.05  # how often the waiting daemon looks at should_cancel and the child's health
 _CLOSE_S = 10.0  # a child that does not exit after close for this long is killed
+_ACCEPT_S = 60.0  # a child whose daemon never connects gives up after this long
+_CHILD = "from latentloop_daemon.backends.process import child_entry; child_entry()"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,16 +113,22 @@ class ProcessEngine:
         return self._caps
 
     def start(self) -> ProcessEngine:
-        """Spawn the child and wait for its model to load (``ModelLoadError`` if it fails)."""
-        context = multiprocessing.get_context("spawn")
-        ours, theirs = context.Pipe(duplex=True)
-        process = context.Process(
-            target=child_main, args=(theirs, self.spec, _log_levels()),
-            name="latentloop-engine", daemon=True,
+        """Start the child and wait for its model to load (``ModelLoadError`` if it fails)."""
+        key = secrets.token_bytes(32)
+        process = subprocess.Popen(
+            [sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         )  # fmt: skip
-        process.start()
-        theirs.close()
-        self._process, self._conn = process, ours
+        self._process = process
+        assert process.stdin is not None and process.stdout is not None
+        with process.stdin:
+            process.stdin.write(key.hex().encode() + b"\n")
+        with process.stdout:
+            line = process.stdout.readline()  # the port; EOF if the child died first
+        if not line.strip().isdigit():
+            process.wait(_CLOSE_S)
+            raise ModelLoadError(f"{self._death()} before it could load the model")
+        self._conn = Client(("127.0.0.1", int(line)), authkey=key)
+        self._conn.send(("load", self.spec, _log_levels()))
         message = self._receive(None)
         assert message is not None  # no timeout: a message or EngineProcessDied
         if message[0] == "ready":
@@ -127,7 +144,7 @@ class ProcessEngine:
         on_step: StepFn | None = None,
         should_cancel: CancelFn | None = None,
     ) -> RenderResult:
-        if self._process is None or not self._process.is_alive():
+        if self._process is None or self._process.poll() is not None:
             logger.warning("the model process is gone: starting a new one")
             self._stop_child()
             self.start()
@@ -166,13 +183,16 @@ class ProcessEngine:
         while True:
             try:
                 if not self._conn.poll(timeout):
-                    if self._process.is_alive():
+                    if self._process.poll() is None:
                         return None
                     if not self._conn.poll(0):
                         raise EngineProcessDied(self._death())
                 message: tuple[Any, ...] = self._conn.recv()
             except (EOFError, OSError):
-                self._process.join(1)
+                try:
+                    self._process.wait(1)
+                except subprocess.TimeoutExpired:
+                    pass
                 raise EngineProcessDied(self._death()) from None
             if message[0] != "log":
                 return message
@@ -180,20 +200,21 @@ class ProcessEngine:
             logging.getLogger(name).log(level, "%s", text)
 
     def _death(self) -> str:
-        code = self._process.exitcode
+        code = self._process.poll()
         how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         return f"the model process {self._process.pid} ended ({how})"
 
     def _stop_child(self) -> None:
         process, conn = self._process, self._conn
         self._process = self._conn = None
-        if process is not None:
-            process.join(_CLOSE_S)
-            if process.is_alive():
-                process.kill()
-                process.join(5)
         if conn is not None:
             conn.close()
+        if process is not None:
+            try:
+                process.wait(_CLOSE_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
 
 
 def _error(message: tuple[Any, ...]) -> BaseException:
@@ -258,12 +279,29 @@ def _log_levels() -> dict[str, int]:
     return {name: logging.getLogger(name).getEffectiveLevel() for name in ("", "latentloop_daemon")}
 
 
-def child_main(conn: Any, spec: EngineSpec, log_levels: dict[str, int]) -> None:
-    """The child process: load the model, then serve renders until ``close`` or EOF."""
+def child_entry() -> None:
+    """``python -c``: the key from stdin, the port to stdout, one authenticated connection."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon stops us: a terminal's Ctrl+C
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # or a service manager's group signal must
     # not end a render the daemon is cancelling
     _die_with_parent()
+    key = bytes.fromhex(sys.stdin.readline().strip())
+    with Listener(("127.0.0.1", 0), authkey=key) as listener:
+        listener._listener._socket.settimeout(_ACCEPT_S)  # type: ignore[attr-defined]
+        print(listener.address[1], flush=True)
+        sys.stdout.close()
+        try:
+            conn = listener.accept()
+        except (OSError, AuthenticationError):  # timed out (the daemon is gone), or a peer
+            # without the key: either way this child serves no one
+            return
+    message = conn.recv()
+    if message[0] == "load":
+        child_main(conn, message[1], message[2])
+
+
+def child_main(conn: Any, spec: EngineSpec, log_levels: dict[str, int]) -> None:
+    """The child process: load the model, then serve renders until ``close`` or EOF."""
     lock = threading.Lock()
 
     def send(message: tuple[Any, ...]) -> None:
@@ -325,7 +363,7 @@ def _serve(conn: Any, send: Any, engine: Engine) -> None:
         except BaseException as e:  # noqa: BLE001 - every outcome goes back to the daemon
             send(("error", error_kind(e), _describe(e)))
             continue
-        send(("result", result))
+        send(("result", dataclasses.replace(result, settings=_plain(result.settings))))
 
 
 def _cap_threads(max_threads: int) -> None:
@@ -336,6 +374,22 @@ def _cap_threads(max_threads: int) -> None:
         logging.getLogger(__name__).info(
             "render threads: %d (one core left to playback)", max_threads
         )
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as built-in types only, so unpickling it in the daemon imports nothing (the
+    settings carry e.g. ``torch.__version__``, a ``str`` subclass that would import torch)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    return str(value)
 
 
 def _describe(error: BaseException) -> str:

@@ -82,20 +82,25 @@ def test_a_load_failure_is_a_model_load_error_with_the_backends_message(tmp_path
         ProcessEngine(EngineSpec(str(missing), "sat", "cpu", "fp32", True, OPTIONS)).start()
 
 
-def test_the_child_dies_with_the_daemon(tmp_path):
-    """SIGKILL the process that holds a ProcessEngine: its model process goes too."""
+def test_the_daemon_side_imports_no_torch_and_the_child_dies_with_it():
+    """A render's result unpickles in the daemon without importing torch (its settings carry
+    ``torch.__version__``); SIGKILL the daemon and its model process goes too."""
     script = textwrap.dedent("""
         import sys, time
         from latentloop_daemon.backends.process import EngineSpec, ProcessEngine
         from latentloop_daemon.backends.sat.options import SatOptions
+        from latentloop_daemon.engine import RenderRequest
         spec = EngineSpec("tiny", "sat", "cpu", "fp32", True, SatOptions(threads=1))
         engine = ProcessEngine(spec).start()
-        print(engine._process.pid, flush=True)
+        result = engine.render(RenderRequest(prompt="x", seconds_total=1.0, seed=1, steps=1))
+        print(engine._process.pid, "torch" in sys.modules, result.settings["torch"], flush=True)
         time.sleep(120)
     """)
     daemon = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
-        child = int(daemon.stdout.readline())
+        pid, torch_here, version = daemon.stdout.readline().split()
+        assert torch_here == "False" and version[0].isdigit()
+        child = int(pid)
         daemon.kill()
         daemon.wait(10)
         deadline = time.monotonic() + 10
