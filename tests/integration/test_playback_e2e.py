@@ -135,18 +135,14 @@ def test_play_paths_are_confined_to_the_output_folder(daemon, tmp_path):
         link.unlink()
 
 
-@pytest.mark.xfail(
-    reason="open: with jackd real-time and the stream opened after the model loaded, 6 of 7 "
-    "runs had 0 underruns; one run on a 2-core machine at load 7 had 1 (the callback waits for "
-    "the interpreter lock; docs/perf.md)",
-    strict=False,
-)
 def test_no_underruns_while_the_model_renders(daemon):
     """10 s of playback at 1024-frame blocks with tiny renders running: zero underruns.
 
     jackd runs with real-time scheduling (as on a music machine), so its clients' process
     threads, PortAudio's callback among them, are never starved of CPU by the render; without
     it a loaded 2-core machine gave 6 underruns in 20 s (docs/perf.md, tools/playback_probe.py).
+    The model renders in its own process (`[engine] process`), so no render code holds the
+    daemon's interpreter lock that the callback needs.
     """
     with Client(port=daemon.port, timeout=60) as client:
         client.render_and_wait("loop", request_id=20, bpm=120, bars=1, seed=5, steps=2, play=1)
