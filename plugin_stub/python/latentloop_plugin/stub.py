@@ -187,8 +187,13 @@ class PluginStub:
             )
         # the block being written may already be past `position`: aim two blocks later
         bar, start = self.transport.next_bar(self.position + 2 * self.block_size)
-        launch = Launch(audio, start, bar, done.path, previous=self._launch)
+        current = self._launch
+        if current is not None and self.position < current.start:
+            current = current.previous  # replace a launch that has not started yet
+        launch = Launch(audio, start, bar, done.path, previous=current)
         self._launch = launch  # one reference assignment: the audio thread sees all or nothing
+        if current is not None:
+            current.previous = None  # older loops are freed here, never on the audio thread
         self.on_event("scheduled", launch)
         return launch
 
@@ -198,9 +203,10 @@ class PluginStub:
         self, outdata: np.ndarray, frames: int, time_info: object, status: object
     ) -> None:
         """REAL-TIME (PortAudio's audio thread): no allocation of audio memory (every buffer
-        is preallocated, numpy writes with ``out=``), no I/O, no logging, no locks; it reads
-        the published launch once per block and writes only its own fields. (CPython still
-        makes small int objects here; a C++ plugin would not.)"""
+        is preallocated, numpy writes with ``out=``), no I/O, no logging, no locks, and it
+        drops no reference (so nothing is freed here); it reads the published launch once per
+        block and writes only its own fields. (CPython still makes small int objects here; a
+        C++ plugin would not.)"""
         pos = self.position
         launch = self._launch
         if launch is None or pos + frames <= launch.start:
@@ -218,7 +224,6 @@ class PluginStub:
                     self._write(launch.previous, pos, offset, outdata[:offset])
                 else:
                     outdata[:offset].fill(0.0)
-            launch.previous = None  # the old loop is done with (a reference write)
         playing = launch is not None and launch.start < pos + frames
         while self.metronome and self._next_click < pos + frames:
             if not playing or self._next_click < launch.start:  # type: ignore[union-attr]
