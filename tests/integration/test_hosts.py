@@ -475,9 +475,9 @@ def test_pd_typed_canonical_render(pd_tool, daemons, tmp_path):
 
 
 def test_pd_help_patch_loads(pd_tool, tmp_path):
-    """The kit is vanilla: the help patch and the abstraction instantiate in this Pd with no
+    """The kit is vanilla: the help patch and the abstractions instantiate in this Pd with no
     error (run on free ports, so it talks to nobody)."""
-    for name in ["latentloop.pd", "latentloop-help.pd"]:
+    for name in ["latentloop.pd", "latentloop-loop.pd", "latentloop-help.pd"]:
         shutil.copy(KIT / name, tmp_path / name)
     help_patch = tmp_path / "latentloop-help.pd"
     text = help_patch.read_text()
