@@ -253,6 +253,7 @@ class Player:
             f"beats_per_bar={self.beats_per_bar} bar={bar} beat={beat:.2f} "
             f"underruns={mixer.underruns if mixer else 0} link_peers={peers} "
             f"audio={'on' if self.stream is not None else 'off'} rate={self.sample_rate} "
+            f"callback_p50_ms={self._callback_ms(50):.3f} "
             f"callback_p99_ms={self._callback_ms(99):.3f} "
             f"callback_max_ms={self._callback_ms(100):.3f} "
             f"device={self.device.name if self.device else ''}"
