@@ -1,12 +1,13 @@
 """Soak a running daemon: >= 100,000 invalid and mixed datagrams, then SIGKILL cycles (issue #10).
 
-    .venv/bin/python tools/soak.py                      # 100,000 datagrams, 60 kills
+    .venv/bin/python tools/soak.py                      # 100,000 fuzz + 50,000 load, 60 kills
     .venv/bin/python tools/soak.py --datagrams 300000 --kills 200 --model tiny
 
 Phases, each printing its figures (they go in docs/perf.md):
 1. fuzz: one client sends invalid datagrams (``tests/integration/daemon_fuzz.py``: random bytes,
-   truncations and mutations of valid messages, malformed bundles, huge strings, NaN/inf, wrong
-   type tags), a ping every 100; the daemon must answer every ping and write no file;
+   truncations and mutations of valid messages, malformed and deeply nested bundles, huge
+   strings, NaN/inf, wrong type tags), a ping every 100; the daemon must answer every ping and
+   write no file;
 2. load: 4 concurrent clients send mixed datagrams (15 % renders, pings, status, invalid ones);
    every render must get exactly one outcome; RSS and ping latency are reported;
 3. crash: ``--kills`` SIGKILLs of the stand-in daemon at random moments, one client socket
@@ -162,7 +163,8 @@ def crash(kills: int, folder: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--datagrams", type=int, default=100_000, help="fuzz + load, in all")
+    ap.add_argument("--datagrams", type=int, default=100_000, help="invalid datagrams (fuzz)")
+    ap.add_argument("--load", type=int, default=50_000, help="mixed datagrams (load)")
     ap.add_argument("--kills", type=int, default=60)
     ap.add_argument("--model", default=None, help="tiny: fuzz/load the real tiny model")
     a = ap.parse_args()
@@ -174,8 +176,8 @@ def main() -> int:
                                model=a.model or "tiny", **extra)  # fmt: skip
         try:
             port = daemon.wait_ready(300)
-            fuzz(port, daemon.proc.pid, folder / "fuzz", a.datagrams // 2)
-            load(port, daemon.proc.pid, a.datagrams - a.datagrams // 2)
+            fuzz(port, daemon.proc.pid, folder / "fuzz", a.datagrams)
+            load(port, daemon.proc.pid, a.load)
             assert daemon.proc.poll() is None, "the daemon died"
         finally:
             daemon.stop()

@@ -147,6 +147,15 @@ def _fast_invalid(rng: random.Random) -> bytes:
         for _ in range(rng.randrange(1, 6)):
             seed[rng.randrange(len(seed))] = rng.randrange(256)
         return bytes(seed)
+    if kind == 3:  # bundles nested 1-40 deep around a seed, one byte of them corrupted or not
+        data = bytes(seed)
+        for _ in range(rng.randrange(1, 41)):
+            data = bundle(1, data)
+        if rng.random() < 0.5:
+            damaged = bytearray(data)
+            damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+            data = bytes(damaged)
+        return data
     if kind == 4:  # a bundle whose element claims more bytes than there are
         return bundle(1, bytes(seed))[:-2] + b"\xff\xff"
     if kind == 5:  # a huge prompt
