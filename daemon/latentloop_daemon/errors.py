@@ -69,3 +69,11 @@ class BadOutputError(RenderError):
 
 class OutOfMemoryError(RenderError):
     """The device ran out of memory, even after a retry with a smaller batch."""
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is the device (or the host) running out of memory: ours, Python's
+    ``MemoryError``, or ``torch.OutOfMemoryError`` (CUDA, MPS) told without importing torch."""
+    if isinstance(error, OutOfMemoryError | MemoryError):
+        return True
+    return type(error).__name__ == "OutOfMemoryError" or "out of memory" in str(error)[:200]

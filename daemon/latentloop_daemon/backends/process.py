@@ -59,6 +59,7 @@ from latentloop_daemon.errors import (
     OutOfMemoryError,
     RenderCancelled,
     RenderError,
+    is_out_of_memory,
 )
 
 if TYPE_CHECKING:
@@ -242,22 +243,11 @@ def load_in_process(spec: EngineSpec) -> Engine:
 
 
 def error_kind(error: BaseException) -> str:
-    """The ``ERRORS`` key that carries ``error`` across the pipe."""
-    from latentloop_daemon.service.worker import is_out_of_memory
-
-    if isinstance(error, RenderCancelled):
-        return "cancelled"
-    if isinstance(error, BadOutputError):
-        return "bad_output"
-    if isinstance(error, OutOfMemoryError) or is_out_of_memory(error):
+    """The ``ERRORS`` key that carries ``error`` across the pipe: the first class (in the
+    table's order, subclasses first) it is an instance of."""
+    if is_out_of_memory(error):
         return "out_of_memory"
-    if isinstance(error, ModelLoadError):
-        return "load"
-    if isinstance(error, RenderError):
-        return "render"
-    if isinstance(error, ValueError):
-        return "value"
-    return "internal"
+    return next((k for k, cls in ERRORS.items() if isinstance(error, cls)), "internal")
 
 
 class _PipeLog(logging.Handler):

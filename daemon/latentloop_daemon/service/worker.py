@@ -33,10 +33,10 @@ from latentloop_daemon.engine import (
 from latentloop_daemon.errors import (
     BadOutputError,
     LatentloopError,
-    OutOfMemoryError,
     OutputError,
     RenderCancelled,
     RenderError,
+    is_out_of_memory,
 )
 from latentloop_daemon.service.jobs import CANCELLED, DONE, FAILED, JobQueue, RenderJob
 
@@ -68,19 +68,11 @@ def fail_code(error: BaseException) -> FailCode:
         return FailCode.IO
     if isinstance(error, BadOutputError):
         return FailCode.BAD_OUTPUT
-    if isinstance(error, OutOfMemoryError) or is_out_of_memory(error):
+    if is_out_of_memory(error):
         return FailCode.OUT_OF_MEMORY
     if isinstance(error, RenderError | ValueError):
         return FailCode.INVALID
     return FailCode.INTERNAL
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """Whether ``error`` is the device (or the host) running out of memory."""
-    if isinstance(error, MemoryError):
-        return True
-    # torch.OutOfMemoryError (CUDA, MPS) without importing torch here
-    return type(error).__name__ == "OutOfMemoryError" or "out of memory" in str(error)[:200]
 
 
 OOM_SPLIT = "split_after_out_of_memory"
