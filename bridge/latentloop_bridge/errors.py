@@ -22,7 +22,7 @@ class FailCode(StrEnum):
     CANCELLED = "cancelled"  # the job was cancelled (daemon)
     NOT_FOUND = "not_found"  # cancel of an id this sender has no job for (daemon)
     STOPPING = "stopping"  # the daemon is shutting down (daemon)
-    INTERNAL = "internal"  # a bug: the handler raised (bridge) or a render crashed (daemon)
+    INTERNAL = "internal"  # a bug: a handler or the daemon's own render code raised
     NO_AUDIO = "no_audio"  # playback is off: --no-audio, no device, or the device failed
     TEMPO = "tempo"  # a loop at another tempo and `audio.conform = "refuse"` (daemon)
     UNAVAILABLE = "unavailable"  # an optional part is not installed (Link: latentloop[link])
@@ -31,6 +31,7 @@ class FailCode(StrEnum):
     INTERRUPTED = "interrupted"  # the daemon stopped (crashed) while the job was accepted
     OUT_OF_MEMORY = "out_of_memory"  # the device ran out of memory, even with a smaller batch
     BAD_OUTPUT = "bad_output"  # the model produced NaN or infinite samples
+    ENGINE = "engine"  # the model failed while rendering (its exception, or its process ended)
 
 
 class ProtocolError(Exception):

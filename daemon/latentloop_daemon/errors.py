@@ -67,6 +67,11 @@ class BadOutputError(RenderError):
     """The model produced NaN or infinite samples."""
 
 
+class EngineError(RenderError):
+    """The engine failed while rendering: an exception of its own (not one of ours), or its
+    process ended. ``/fail ... engine``; the next render runs normally."""
+
+
 class OutOfMemoryError(RenderError):
     """The device ran out of memory, even after a retry with a smaller batch."""
 

@@ -55,6 +55,7 @@ from latentloop_daemon.engine import (
 )
 from latentloop_daemon.errors import (
     BadOutputError,
+    EngineError,
     ModelLoadError,
     OutOfMemoryError,
     RenderCancelled,
@@ -74,6 +75,7 @@ ERRORS: dict[str, type[BaseException]] = {
     "render": RenderError,
     "value": ValueError,
     "load": ModelLoadError,
+    "engine": EngineError,
     "internal": RuntimeError,
 }
 _POLL_S = 0.05  # how often the waiting daemon looks at should_cancel and the child's health
@@ -95,7 +97,7 @@ class EngineSpec:
     max_threads: int = 0  # at most this many torch threads in the child; 0 = no cap
 
 
-class EngineProcessDied(RuntimeError):
+class EngineProcessDied(EngineError):
     """The child process ended without answering (a crash, or killed)."""
 
 

@@ -32,6 +32,7 @@ from latentloop_daemon.engine import (
 )
 from latentloop_daemon.errors import (
     BadOutputError,
+    EngineError,
     LatentloopError,
     OutputError,
     RenderCancelled,
@@ -70,6 +71,8 @@ def fail_code(error: BaseException) -> FailCode:
         return FailCode.BAD_OUTPUT
     if is_out_of_memory(error):
         return FailCode.OUT_OF_MEMORY
+    if isinstance(error, EngineError):
+        return FailCode.ENGINE
     if isinstance(error, RenderError | ValueError):
         return FailCode.INVALID
     return FailCode.INTERNAL
@@ -104,7 +107,7 @@ class SplitOnOutOfMemory:
         should_cancel: CancelFn | None = None,
     ) -> RenderResult:
         try:
-            return self.engine.render(request, on_step, should_cancel)
+            return _engine_call(self.engine, request, on_step, should_cancel)
         except Exception as e:
             if request.batch_size < 2 or fail_code(e) is not FailCode.OUT_OF_MEMORY:
                 raise
@@ -116,7 +119,8 @@ class SplitOnOutOfMemory:
         _free_device_memory()
         seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
         parts = [
-            self.engine.render(
+            _engine_call(
+                self.engine,
                 dataclasses.replace(request, batch_size=1, seed=(seed + i) % 2**32),
                 on_step,
                 should_cancel,
@@ -135,6 +139,22 @@ class SplitOnOutOfMemory:
 
     def close(self) -> None:
         self.engine.close()
+
+
+def _engine_call(
+    engine: Engine, request: RenderRequest, on_step: StepFn | None, should_cancel: CancelFn | None
+) -> RenderResult:
+    """``engine.render``; an exception that is not ours (nor running out of memory) becomes
+    ``EngineError``: the model failed, not the request and not the daemon's code."""
+    try:
+        return engine.render(request, on_step, should_cancel)
+    except LatentloopError:
+        raise
+    except Exception as e:
+        if is_out_of_memory(e):
+            raise
+        logger.error("the engine failed: %s", e, exc_info=not isinstance(e, EngineError))
+        raise EngineError(f"the model failed: {type(e).__name__}: {e}") from e
 
 
 def _free_device_memory() -> None:

@@ -13,11 +13,13 @@ import time
 import numpy as np
 import pytest
 
+from latentloop_bridge.errors import FailCode
 from latentloop_daemon.backends import load_engine
 from latentloop_daemon.backends.process import EngineProcessDied, EngineSpec, ProcessEngine
 from latentloop_daemon.backends.sat.options import SatOptions
 from latentloop_daemon.engine import RenderRequest
 from latentloop_daemon.errors import ModelLoadError, RenderCancelled
+from latentloop_daemon.service.worker import fail_code
 
 OPTIONS = SatOptions(threads=1)  # one thread on both sides: the same kernels, the same sums
 SPEC = EngineSpec("tiny", "sat", "cpu", "fp32", True, OPTIONS)
@@ -66,11 +68,12 @@ def test_a_crash_of_the_child_fails_one_render_and_the_next_starts_a_new_child(e
         if len(steps) == 1:
             os.kill(pid, signal.SIGKILL)  # the model process dies mid-render (segfault, OOM kill)
 
-    with pytest.raises(EngineProcessDied, match=f"model process {pid} ended \\(signal 9\\)"):
+    with pytest.raises(EngineProcessDied, match=f"model process {pid} ended \\(signal 9\\)") as e:
         engine.render(
             RenderRequest(prompt="long", seconds_total=1.0, seed=1, steps=1000),
             on_step=kill_after_first_step,
         )
+    assert fail_code(e.value) is FailCode.ENGINE  # /fail <id> render engine ...
     result = engine.render(REQUEST)
     assert engine._process.pid != pid
     assert np.isfinite(result.audio).all()

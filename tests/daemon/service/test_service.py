@@ -115,7 +115,7 @@ def test_engine_failure_is_reported_and_the_worker_survives(service):
     with _client(service) as c:
         with pytest.raises(RenderFailed) as e:
             c.render_and_wait("boom", seconds=1, timeout=10)
-        assert e.value.code == "internal" and "synthetic engine failure" in e.value.message
+        assert e.value.code == "engine" and "synthetic engine failure" in e.value.message
         assert c.render_and_wait("fine", seconds=1, timeout=10)
 
 
