@@ -20,6 +20,8 @@ from latentloop_bridge.errors import NO_ID, ProtocolError
 from latentloop_bridge.packets import parse_packet
 from latentloop_bridge.protocol import ReplyArg, encode_message
 from latentloop_bridge.spec import (
+    AUTH,
+    AUTH_REPLY,
     CANCEL,
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -206,6 +208,19 @@ class Client:
         self.send(PING, [rid])
         _, args = self.wait_for(rid, (PONG,), timeout)
         return _int(args[1])
+
+    def auth(
+        self, token: str, request_id: int | None = None, *, timeout: float | None = None
+    ) -> float:
+        """Authorise this host with the daemon's shared token; return the grant's seconds.
+
+        Raises:
+            RequestFailed: a wrong token (`unauthorized`).
+        """
+        rid = self.next_request_id() if request_id is None else request_id
+        self.send(AUTH, [rid, token])
+        _, args = self.wait_for(rid, (AUTH_REPLY,), timeout)
+        return _float(args[1])
 
     def status(self, request_id: int | None = None, *, timeout: float | None = None) -> StatusReply:
         """Ask for the daemon's state."""

@@ -2,13 +2,19 @@
 
 Exit codes: 0 ok; 1 the daemon answered /fail (for ``send``) or did not answer in time;
 2 usage errors.
+
+A daemon with a shared token (``[osc] token``): the commands read it from
+``LATENTLOOP_OSC_TOKEN`` or the ``--config`` file (never a flag, which ``ps`` would show) and
+authorise this host with ``/latentloop/auth`` before their request.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from latentloop_daemon.exit_codes import ExitCode
@@ -20,6 +26,9 @@ def _add_target(p: argparse.ArgumentParser, timeout: float) -> None:
     p.add_argument("--host", default="127.0.0.1", help="daemon address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=7878, help="daemon UDP port (default 7878)")
     p.add_argument("--timeout", type=float, default=timeout, help=f"seconds (default {timeout:g})")
+    p.add_argument(
+        "--config", type=Path, default=None, help="the daemon's TOML file, for [osc] token"
+    )
 
 
 def add_parsers(sub: Any) -> None:
@@ -70,10 +79,33 @@ def add_parsers(sub: Any) -> None:
     w.set_defaults(handler=run_watch)
 
 
-def _client(args: argparse.Namespace, listen_port: int = 0) -> Any:
-    from latentloop_bridge.client import Client
+class _Unauthorized(Exception):
+    """The daemon refused the token."""
 
-    return Client(args.host, args.port, listen_port=listen_port)
+
+def _token(args: argparse.Namespace) -> str:
+    """The shared token: ``LATENTLOOP_OSC_TOKEN``, else ``[osc] token`` of ``--config``."""
+    token = os.environ.get("LATENTLOOP_OSC_TOKEN", "")
+    if token or args.config is None:
+        return token
+    from latentloop_daemon.config import load_config
+
+    return load_config(args.config).osc.token
+
+
+def _client(args: argparse.Namespace, listen_port: int = 0) -> Any:
+    """A client for the daemon, authorised first when a token is configured."""
+    from latentloop_bridge.client import Client, ClientTimeout, RequestFailed
+
+    client = Client(args.host, args.port, listen_port=listen_port)
+    token = _token(args)
+    if token:
+        try:
+            client.auth(token, timeout=max(args.timeout, 2.0) if args.timeout else 2.0)
+        except (RequestFailed, ClientTimeout) as e:
+            client.close()
+            raise _Unauthorized(str(e)) from e
+    return client
 
 
 def _no_answer(args: argparse.Namespace, what: str) -> int:
@@ -83,6 +115,22 @@ def _no_answer(args: argparse.Namespace, what: str) -> int:
     return ExitCode.NO_RESULT
 
 
+def _authorised(run: Any) -> Any:
+    """``run``, with a refused token reported as a message and exit code 1."""
+
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return int(run(args))
+        except _Unauthorized as e:
+            print(f"latentloop: the daemon refused the token: {e}", file=sys.stderr)
+            return ExitCode.NO_RESULT
+
+    wrapper.__name__ = run.__name__
+    wrapper.__doc__ = run.__doc__
+    return wrapper
+
+
+@_authorised
 def run_ping(args: argparse.Namespace) -> int:
     from latentloop_bridge.client import ClientTimeout
 
@@ -99,6 +147,7 @@ def run_ping(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+@_authorised
 def run_status(args: argparse.Namespace) -> int:
     from latentloop_bridge.client import ClientTimeout
 
@@ -113,6 +162,7 @@ def run_status(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+@_authorised
 def run_cancel(args: argparse.Namespace) -> int:
     from latentloop_bridge.client import ClientTimeout, RequestFailed
 
@@ -128,6 +178,7 @@ def run_cancel(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+@_authorised
 def run_send(args: argparse.Namespace) -> int:
     from latentloop_bridge.client import ClientTimeout, RenderFailed
     from latentloop_daemon.cli.progress import progress_bar
@@ -163,6 +214,7 @@ def run_send(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+@_authorised
 def run_watch(args: argparse.Namespace) -> int:
     with _client(args) as client:
         client.notify(True)
