@@ -488,29 +488,26 @@ class Player:
         clock.observe(*mixer.read_clock(), self._latency_s())
         return clock
 
-    def _audible_frame(self) -> int:
-        """The sample the listener hears now (the stream's clock minus its output latency)."""
+    def _ready_clock(self) -> StreamClock:
+        """The stream clock, with at least one reading taken."""
         clock = self._clock
         assert clock is not None
-        if clock.offset is None:
-            self._observe_clock()
-        return clock.frame_heard_at(self._stream_time())
+        return clock if clock.offset is not None else self._observe_clock()
+
+    def _audible_frame(self) -> int:
+        """The sample the listener hears now (the stream's clock minus its output latency)."""
+        return self._ready_clock().frame_heard_at(self._stream_time())
 
     def _unix_time_of(self, frame: int) -> float:
         """When sample ``frame`` is heard, on the wall clock (``time.time()``)."""
-        clock = self._clock
-        assert clock is not None
-        if clock.offset is None:
-            self._observe_clock()
+        clock = self._ready_clock()
         stream_now, wall_now = paired(self._stream_time, time.time)
         return wall_now + clock.heard_at(frame) - stream_now
 
     def _link_micros_of(self, frame: int) -> int:
         """When sample ``frame`` is heard, on Link's clock (microseconds)."""
-        clock, link = self._clock, self.link
-        assert clock is not None and link is not None
-        if clock.offset is None:
-            self._observe_clock()
+        clock, link = self._ready_clock(), self.link
+        assert link is not None
         stream_now, micros_now = paired(self._stream_time, link.now_micros)
         return round(micros_now + 1e6 * (clock.heard_at(frame) - stream_now))
 
