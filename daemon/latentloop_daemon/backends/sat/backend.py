@@ -8,6 +8,7 @@ Only the render worker thread may call ``render``.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import time
@@ -44,6 +45,10 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 MAX_BATCH = 16
 MAX_STEPS = 1000
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# The fit window's latent length is rounded up to a multiple of this. The DiT takes any length
+# (patch_size 1, which config.py enforces; rotary positions and attention have no length
+# constraint), so no rounding is needed today; a patched DiT would need its patch size here.
+FIT_MULTIPLE = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +127,7 @@ def load(
     return SatEngine.load(
         model, device=device, precision=precision, offline=offline, token=token,
         trust_checkpoint=o.trust_checkpoint, t5_dir=Path(o.t5).expanduser() if o.t5 else None,
-        kept_decode=not o.full_decode, text_cache=o.text_cache,
+        kept_decode=not o.full_decode, text_cache=o.text_cache, fit_window=o.fit_window,
     )  # fmt: skip
 
 
@@ -165,12 +170,27 @@ class SatEngine:
     def __init__(
         self, model: StableAudioModel, model_id: str, revision: str | None,
         device: torch.device, precision: str, builtin: bool = False, kept_decode: bool = True,
+        fit_window: bool = False,
     ) -> None:  # fmt: skip
         self.model = model
         self.device = device
         self.precision = precision
         # decode only the kept span (never in reference precision: it decodes the full window)
         self.kept_decode = kept_decode and precision != "reference"
+        # sample only the latents a kept span needs (experimental; never in reference precision)
+        self.fit_window = fit_window and precision != "reference"
+        if fit_window and precision == "reference":
+            logger.warning(
+                "[sat] fit_window is ignored in reference precision: the fit window changes the "
+                "output, and reference stays bit-exact with stable-audio-tools"
+            )
+        elif fit_window:
+            logger.warning(
+                "[sat] fit_window is on (experimental): renders that keep part of the window "
+                "sample only the latents they need, which changes the output versus the full "
+                "window, even for the same seed; random weights can't tell whether the real "
+                "model keeps its quality on a shorter window (docs/perf.md)"
+            )
         self.defaults = defaults_for(model.config.objective)
         self._caps = _capabilities(model.config, model_id, revision, device, precision, builtin)
 
@@ -187,13 +207,15 @@ class SatEngine:
         cls, source: str, *, device: str = "auto", precision: str = "auto",
         trust_checkpoint: bool = False, t5_dir: Path | None = None,
         offline: bool | None = None, token: str | None = None, kept_decode: bool = True,
-        text_cache: int = 16,
+        text_cache: int = 16, fit_window: bool = False,
     ) -> SatEngine:  # fmt: skip
         """Load a built-in model (``tiny``, ``tiny-rf``), a hub repo id or alias, or a folder.
 
         ``kept_decode`` lets ``render`` decode only a request's ``keep_frames`` (not in
         ``reference`` precision); ``text_cache`` is the number of prompts whose T5 embeddings
-        each text conditioner keeps."""
+        each text conditioner keeps; ``fit_window`` (experimental, changes the output; not in
+        ``reference`` precision) lets ``render`` sample only the latents a request's
+        ``keep_frames`` needs."""
         dev = pick_device(device)
         prec = pick_precision(precision, dev)
         t0 = time.perf_counter()
@@ -238,7 +260,7 @@ class SatEngine:
             "loaded %s on %s (%s, %d CPU threads) in %.1fs",
             model_id, dev, prec, torch.get_num_threads(), time.perf_counter() - t0,
         )  # fmt: skip
-        return cls(model, model_id, revision, dev, prec, builtin, kept_decode)
+        return cls(model, model_id, revision, dev, prec, builtin, kept_decode, fit_window)
 
     def render(
         self, request: RenderRequest, on_step: StepFn | None = None,
@@ -246,10 +268,15 @@ class SatEngine:
     ) -> RenderResult:  # fmt: skip
         """Render ``request``: float32 audio [B, C, window] at the model's rate, or
         [B, C, keep_frames] when the request sets ``keep_frames`` and the kept span is decoded
-        alone (equal to the full window's first samples up to fp32 rounding, docs/perf.md)."""
+        alone (equal to the full window's first samples up to fp32 rounding, docs/perf.md).
+
+        With the fit window on and ``keep_frames`` set, only ``_latent_frames`` latents are
+        sampled (a different computation: other noise, a shorter sequence for the DiT) and at
+        least ``keep_frames`` samples are returned."""
         cfg = self.config
         settings = self._settings(request)
         keep = self._keep_samples(request)
+        frames = self._latent_frames(request)
         seed = request.seed if request.seed is not None else secrets.randbelow(2**32 - 1)
         if not 0 <= seed <= SEED_MAX:
             raise RenderError(f"seed must be 0..{SEED_MAX}, got {seed}")
@@ -270,7 +297,7 @@ class SatEngine:
             self.model, settings, cond, negative, seed, self.device,
             init_audio=init, init_noise_level=noise_level if noise_level is not None else 1.0,
             cast_noise=self.precision in ("reference", "fp32"),
-            callback=callback, on_stage=clock.stage, keep_samples=keep,
+            callback=callback, on_stage=clock.stage, keep_samples=keep, latent_frames=frames,
         )  # fmt: skip
         clock.stage("done")
         out = audio.float().cpu().numpy().astype(np.float32, copy=False)
@@ -282,7 +309,9 @@ class SatEngine:
             "seconds_total": request.seconds_total, "batch_size": request.batch_size,
             "negative_prompt": request.negative_prompt, "init_noise_level": noise_level,
             "device": str(self.device), "precision": self.precision,
-            "decoded_samples": int(out.shape[-1]), "torch": torch.__version__,
+            "decoded_samples": int(out.shape[-1]),
+            "fit_window": frames < cfg.latent_length, "latent_frames": frames,
+            "torch": torch.__version__,
         }  # fmt: skip
         return RenderResult(out, cfg.sample_rate, seed, info, timings)
 
@@ -333,6 +362,20 @@ class SatEngine:
         if not 1 <= r.keep_frames <= window:
             raise RenderError(f"keep_frames must be 1..{window}, got {r.keep_frames}")
         return r.keep_frames if self.kept_decode and r.keep_frames < window else None
+
+    def _latent_frames(self, r: RenderRequest) -> int:
+        """Latent frames to sample: the model's window, or, with the fit window and a request
+        that sets ``keep_frames`` (already checked), the latents that cover seconds_total's
+        samples (loop + padding for a loop; at least ``keep_frames``) plus the decoder's
+        receptive-field margin (``latents_needed``, as the kept-span decode), rounded up to
+        ``FIT_MULTIPLE``, never more than the window."""
+        full = self.config.latent_length
+        if not self.fit_window or r.keep_frames is None:
+            return full
+        # round() first: seconds_total is a frame count divided by the rate (the plan's)
+        covered = max(math.ceil(round(r.seconds_total * self.config.sample_rate, 6)), r.keep_frames)
+        needed = self.model.pretransform.model.decoder.latents_needed(covered)
+        return min(-(-needed // FIT_MULTIPLE) * FIT_MULTIPLE, full)
 
     def _cond_item(self, prompt: str, r: RenderRequest) -> dict[str, Any]:
         item: dict[str, Any] = {}

@@ -120,6 +120,7 @@ def generate(
     on_stage: Callable[[str], None] | None = None,
     return_latents: bool = False,
     keep_samples: int | None = None,
+    latent_frames: int | None = None,
 ) -> torch.Tensor:
     """Sample audio [B, A, sample_size] (float32) for B = len(conditioning) items.
 
@@ -128,13 +129,19 @@ def generate(
     model's rate. ``cast_noise`` False keeps the sampler state in fp32 when the DiT runs in half
     precision (the reference casts it to the DiT dtype). ``keep_samples`` decodes only the
     latents that determine the first ``keep_samples`` samples and returns [B, A, keep_samples].
+    ``latent_frames`` (the fit window; None = the model's window) samples only that many latent
+    frames: the noise is drawn for [B, 64, latent_frames], so even the same seed gives other
+    audio than the full window (and than the reference); init latents are cut to it.
     """
     cfg = model.config
     batch_size = len(conditioning)
     stage = on_stage or (lambda name: None)
     # 1. Seed and initial noise (the first use of the global RNG).
     torch.manual_seed(seed)
-    noise = torch.randn([batch_size, cfg.io_channels, cfg.latent_length], device=device)
+    frames = cfg.latent_length if latent_frames is None else latent_frames
+    if not 1 <= frames <= cfg.latent_length:
+        raise RenderError(f"latent_frames must be 1..{cfg.latent_length}, got {frames}")
+    noise = torch.randn([batch_size, cfg.io_channels, frames], device=device)
     with reference_backend_flags():
         # 2. Conditioning (no RNG).
         stage("conditioning")
@@ -152,7 +159,7 @@ def generate(
         if init_audio is not None:
             stage("encoding")
             init_latents = model.pretransform.encode(init_audio.to(device).unsqueeze(0))
-            init_latents = init_latents.repeat(batch_size, 1, 1)
+            init_latents = init_latents.repeat(batch_size, 1, 1)[..., :frames]
             sigma_max = init_noise_level
         dtype = model.dit_dtype
         if cast_noise:

@@ -35,6 +35,14 @@ class SatOptions:
         default=False,
         metadata={"flag": "--full-decode", "help": "decode the whole window, not the kept span"},
     )
+    # experimental, changes the output: sample only the latents a kept span needs (docs/perf.md)
+    fit_window: bool = field(
+        default=False,
+        metadata={
+            "flag": "--fit-window",
+            "help": "experimental: sample only the latents the loop needs (changes the output)",
+        },
+    )
     # prompts whose T5 embeddings stay cached (per conditioner, least recently used out); 0 = off
     text_cache: int = 16
 
