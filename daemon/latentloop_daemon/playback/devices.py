@@ -56,6 +56,21 @@ def rescan() -> None:
     sd._initialize()
 
 
+def terminate_at_exit(enabled: bool) -> None:
+    """Let ``sounddevice`` terminate PortAudio at interpreter exit, or not.
+
+    While a stream whose JACK server vanished is still being closed (``Player``: PortAudio
+    19.6's JACK backend waits up to 10 minutes in ``Pa_AbortStream`` for a server that is
+    gone), ``Pa_Terminate`` would wait on it too, and the daemon would not exit.
+    """
+    import atexit
+
+    sd = sounddevice()
+    atexit.unregister(sd._exit_handler)  # private, like _terminate (never registered twice)
+    if enabled:
+        atexit.register(sd._exit_handler)
+
+
 def list_outputs() -> list[Device]:
     """Every device with output channels, in PortAudio's order."""
     sd = sounddevice()

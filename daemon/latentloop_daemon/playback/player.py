@@ -47,6 +47,7 @@ _TICK_S = 0.005
 _SWITCH_INTERVAL_S = 0.0005
 _STALL_S = 2.0  # no callback for this long while the stream should run: the device is gone
 _LINK_CONFIRM = 3  # consecutive phase checks (one a tick) that must agree before a nudge
+_CLOSING_WAIT_S = 3.0  # how long a restart waits for a vanished device's stream to close
 
 
 class PlayerEvents(Protocol):
@@ -95,6 +96,7 @@ class Player:
         self._next_bar: int | None = None
         self._underruns_reported = 0
         self._last_blocks = (0, time.monotonic())
+        self._closing: threading.Thread | None = None  # closes a vanished device's stream
 
     # --- lifecycle (the service's thread) -----------------------------------------------------
 
@@ -229,7 +231,23 @@ class Player:
         return self._set_link(enabled)
 
     def restart(self) -> str:
-        """Close the stream, re-scan the devices and open it again: the device's name."""
+        """Close the stream, re-scan the devices and open it again: the device's name.
+
+        Raises:
+            AudioDeviceError: a vanished device's stream is still being closed (PortAudio
+                cannot be re-initialised before), or the device cannot be opened.
+        """
+        closing = self._closing
+        if closing is not None:
+            closing.join(_CLOSING_WAIT_S)
+            if closing.is_alive():
+                raise AudioDeviceError(
+                    "PortAudio is still closing the stream of the device that went away (its "
+                    "JACK backend waits up to 10 minutes for a server that is gone); try again "
+                    "later"
+                )
+            self._closing = None
+            devices.terminate_at_exit(True)
         self._close_stream()
         devices.rescan()
         self._open_stream()
@@ -390,6 +408,28 @@ class Player:
             except Exception as e:  # noqa: BLE001 - the device may already be gone
                 logger.debug("closing the stream: %s", e)
 
+    def _abandon_stream(self) -> None:
+        """Close a stream whose device is gone on a thread of its own.
+
+        PortAudio 19.6's JACK backend (Debian 12's libportaudio2) waits for the JACK process
+        callback to acknowledge an abort, for up to 10 minutes, and a server that is gone never
+        runs it: ``abort``/``close`` (and ``Pa_Terminate``, which closes open streams) block
+        that long. The control thread must report the loss and go on serving requests.
+        """
+        stream, self.stream = self.stream, None
+        if stream is None:
+            return
+        devices.terminate_at_exit(False)  # until the close returns (``restart``)
+
+        def close() -> None:
+            try:
+                stream.close(ignore_errors=True)  # aborts first, inside PortAudio
+            except Exception as e:  # noqa: BLE001 - the device is gone
+                logger.debug("closing the stream of a vanished device: %s", e)
+
+        self._closing = threading.Thread(target=close, name="audio-close", daemon=True)
+        self._closing.start()
+
     def _callback(self, outdata: Any, frames: int, time_info: Any, status: Any) -> None:
         """PortAudio's callback. REAL-TIME: no allocation, I/O, logging or locks."""
         t0 = time.perf_counter()
@@ -475,7 +515,7 @@ class Player:
             message = "the audio device stopped (unplugged, or the audio server is gone)"
             logger.error("%s: playback off; renders continue (/latentloop/audio restart)", message)
             self.error = message
-            self._close_stream()
+            self._abandon_stream()
             self.running, self.playing, self._notices = False, {}, []
             self.events.audio_off(message)
 

@@ -1,6 +1,7 @@
 """A JACK server (dummy backend) for the in-process player tests, and a player on it."""
 
 import os
+import time
 
 import pytest
 from jackd import JackServer
@@ -33,11 +34,13 @@ class Events:
 
     def __init__(self):
         self.played, self.bars, self.off = [], [], []
+        self.bars_sent = []  # time.time() when each bar was announced
 
     def playing(self, slot, job_id, path):
         self.played.append((slot, job_id, path))
 
     def bar(self, bar, bpm, beats_per_bar, when):
+        self.bars_sent.append(time.time())
         self.bars.append((bar, bpm, beats_per_bar, when))
 
     def audio_off(self, message):
