@@ -5,8 +5,9 @@ Ableton Link, which is GPL-2.0-or-later: it is imported here only, and only when
 enabled (``[audio] link = true`` or ``/latentloop/link <id> 1``), so the daemon without Link
 stays under its own licence (docs/playback.md, "Ableton Link").
 
-Link is followed, never hijacked: joining does not change the session's tempo; only
-``set_tempo`` (``/latentloop/tempo`` while Link is on: the user asking) does.
+Link is followed, never hijacked: nothing here sets the session's tempo but ``set_tempo``
+(``/latentloop/tempo`` while Link is on: the user asking). Which timeline two lone sessions
+keep when they meet is Link's own rule (docs/playback.md).
 
 Threads: the player's control thread.
 """
