@@ -45,10 +45,6 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 MAX_BATCH = 16
 MAX_STEPS = 1000
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-# The fit window's latent length is rounded up to a multiple of this. The DiT takes any length
-# (patch_size 1, which config.py enforces; rotary positions and attention have no length
-# constraint), so no rounding is needed today; a patched DiT would need its patch size here.
-FIT_MULTIPLE = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,15 +363,16 @@ class SatEngine:
         """Latent frames to sample: the model's window, or, with the fit window and a request
         that sets ``keep_frames`` (already checked), the latents that cover seconds_total's
         samples (loop + padding for a loop; at least ``keep_frames``) plus the decoder's
-        receptive-field margin (``latents_needed``, as the kept-span decode), rounded up to
-        ``FIT_MULTIPLE``, never more than the window."""
+        receptive-field margin (``latents_needed``, as the kept-span decode), never more than
+        the window. No rounding: the DiT takes any length (patch size 1, which config.py
+        enforces)."""
         full = self.config.latent_length
         if not self.fit_window or r.keep_frames is None:
             return full
         # round() first: seconds_total is a frame count divided by the rate (the plan's)
         covered = max(math.ceil(round(r.seconds_total * self.config.sample_rate, 6)), r.keep_frames)
         needed = self.model.pretransform.model.decoder.latents_needed(covered)
-        return min(-(-needed // FIT_MULTIPLE) * FIT_MULTIPLE, full)
+        return min(needed, full)
 
     def _cond_item(self, prompt: str, r: RenderRequest) -> dict[str, Any]:
         item: dict[str, Any] = {}
