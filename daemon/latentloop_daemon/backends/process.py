@@ -311,7 +311,7 @@ def child_main(conn: Any, spec: EngineSpec, log_levels: dict[str, int]) -> None:
             spec.model, backend=spec.backend, device=spec.device, precision=spec.precision,
             offline=spec.offline, options=spec.options,
         )  # fmt: skip
-        _cap_threads(spec.max_threads)
+        cap_torch_threads(spec.max_threads)
     except BaseException as e:  # noqa: BLE001 - reported to the daemon, which exits 3
         kind = "load" if not isinstance(e, KeyboardInterrupt) else "internal"
         send(("error", kind, str(e) if isinstance(e, ModelLoadError) else _describe(e)))
@@ -358,14 +358,13 @@ def _serve(conn: Any, send: Any, engine: Engine) -> None:
         send(("result", dataclasses.replace(result, settings=_plain(result.settings))))
 
 
-def _cap_threads(max_threads: int) -> None:
-    """Playback on: leave a core to the daemon's audio callback (torch threads <= cores - 1)."""
+def cap_torch_threads(max_threads: int) -> None:
+    """At most ``max_threads`` torch threads in this process, if torch is loaded (0: no cap).
+    Playback on: ``cores - 1``, leaving a core to the daemon's audio callback."""
     torch = sys.modules.get("torch")
     if max_threads > 0 and torch is not None and torch.get_num_threads() > max_threads:
         torch.set_num_threads(max_threads)
-        logging.getLogger(__name__).info(
-            "render threads: %d (one core left to playback)", max_threads
-        )
+        logger.info("render threads: %d (one core left to playback)", max_threads)
 
 
 def _plain(value: Any) -> Any:

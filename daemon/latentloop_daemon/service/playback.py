@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -240,12 +239,10 @@ def _log_play(job: RenderJob, error: BaseException | None) -> None:
 
 
 def limit_torch_threads() -> None:
-    """While playback is on, leave one core to the audio thread: torch threads = cores - 1."""
-    torch = sys.modules.get("torch")
+    """While playback is on, leave one core to the audio thread: torch threads <= cores - 1
+    (a model in this process; one in its own process is capped there, ``EngineSpec``)."""
+    from latentloop_daemon.backends.process import cap_torch_threads
+
     cores = os.cpu_count() or 1
-    if torch is None or cores < 2:
-        return
-    wanted = cores - 1
-    if torch.get_num_threads() > wanted:
-        torch.set_num_threads(wanted)
-        logger.info("render threads: %d (one core left to playback)", wanted)
+    if cores > 1:
+        cap_torch_threads(cores - 1)
